@@ -1,0 +1,48 @@
+"""SkyReels Studio composition root.
+
+``python main.py`` opens the editor. Subcommands run headless work:
+
+* ``generate``  one generation task from the command line (mirrors the official flags)
+* ``models``    list / download / verify / locate model weights
+* ``doctor``    check the machine (Python, torch, CUDA, GPUs, encoders, audio, disk)
+* ``export``    render a project's timeline to MP4 without opening a window
+
+Nothing heavy is imported here: torch is only imported by the subcommands that need it, so the
+window paints quickly.
+"""
+
+from __future__ import annotations
+
+import sys
+
+SUBCOMMANDS = {
+    "generate": ("models.cli", "generate_main"),
+    "models": ("core.model_store_cli", "main"),
+    "doctor": ("models.doctor", "main"),
+    "export": ("core.export_cli", "main"),
+}
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """Console entry point: dispatch a subcommand, or open the GUI when there is none."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        module_name, function_name = SUBCOMMANDS[argv[0]]
+        import importlib
+
+        module = importlib.import_module(module_name)
+        return int(getattr(module, function_name)(argv[1:]) or 0)
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    from app.application import run_gui
+
+    return int(run_gui(argv) or 0)
+
+
+def main() -> None:
+    sys.exit(cli())
+
+
+if __name__ == "__main__":
+    main()
