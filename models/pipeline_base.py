@@ -1,0 +1,227 @@
+"""Plumbing every generation pipeline shares: events, cancel, latent previews, crash-safe pieces.
+
+Owns :class:`RunContext` (what a pipeline receives to report progress, poll cancel and checkpoint
+finished pieces), :func:`latent_preview_rgb` (the x0 estimate through the Wan 2.1 latent-to-RGB
+factors, cheap enough for every step) and :class:`PieceStore` (finished pieces on disk so a killed
+render resumes from the last finished piece with identical frames).
+
+Imports torch, numpy and ``core`` types. Never imports PySide6 or ``app``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.generation import PieceFinished, Preview, Progress, RenderCancelled, RenderEvent, StatusMessage
+
+# Linear map from the 16 normalised Wan 2.1 latent channels to RGB in [-1, 1] (a least-squares fit of
+# decoded pixels against latents, the same numbers previewers of Wan models use), plus its bias.
+WAN21_LATENT_RGB_FACTORS = torch.tensor(
+    [
+        [-0.1299, -0.1692, 0.2932],
+        [0.0671, 0.0406, 0.0442],
+        [0.3568, 0.2548, 0.1747],
+        [0.0372, 0.2344, 0.1420],
+        [0.0313, 0.0189, -0.0328],
+        [0.0296, -0.0956, -0.0665],
+        [-0.3477, -0.4059, -0.2925],
+        [0.0166, 0.1902, 0.1975],
+        [-0.0412, 0.0267, -0.1364],
+        [-0.1293, 0.0740, 0.1636],
+        [0.0680, 0.3019, 0.1128],
+        [0.0032, 0.0581, 0.0639],
+        [-0.1251, 0.0927, 0.1699],
+        [0.0060, -0.0633, 0.0005],
+        [0.3477, 0.2275, 0.2950],
+        [0.1984, 0.0913, 0.1861],
+    ],
+    dtype=torch.float32,
+)
+WAN21_LATENT_RGB_BIAS = torch.tensor([-0.1835, -0.0868, -0.3360], dtype=torch.float32)
+
+
+def latent_preview_rgb(latents: torch.Tensor, frame: int = -1) -> np.ndarray:
+    """RGB uint8 ``[h, w, 3]`` preview of one latent frame of normalised Wan 2.1 latents.
+
+    Args:
+        latents: ``[16, T, h, w]`` or ``[1, 16, T, h, w]`` in the denoiser's (normalised) space,
+            typically the x0 estimate of the current step.
+        frame: which latent frame to show (default: the newest).
+    """
+    if latents.dim() == 5:
+        latents = latents[0]
+    if latents.shape[0] != WAN21_LATENT_RGB_FACTORS.shape[0]:
+        raise ValueError(f"expected 16 latent channels, got {latents.shape[0]}")
+    with torch.no_grad():
+        one = latents[:, frame].detach().to("cpu", torch.float32)  # [16, h, w]
+        rgb = torch.einsum("chw,cr->hwr", one, WAN21_LATENT_RGB_FACTORS) + WAN21_LATENT_RGB_BIAS
+        rgb = ((rgb.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    return rgb.numpy()
+
+
+def request_fingerprint(payload: dict[str, Any]) -> str:
+    """Stable hash of the settings that determine a render's frames (not its output path)."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class FinishedPiece:
+    """A piece read back from disk: its uint8 frames ``[F, H, W, 3]`` and the tensors the pipeline
+    saved to continue from it (e.g. the prefix of the next extension piece, avatar motion latents)."""
+
+    index: int
+    frames: np.ndarray
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class PieceStore:
+    """Finished pieces of one render in ``work_dir/pieces-<fingerprint>/``, written atomically.
+
+    A piece is ``piece_0003.npy`` (exact uint8 frames, what resume reads), ``piece_0003.state.safetensors``
+    (continuation tensors) and, when the media writer is available, ``piece_0003.mp4`` so a finished
+    piece is playable at once. The fingerprint keys the folder to the render's settings, so a changed
+    request never resumes from stale pieces.
+    """
+
+    def __init__(self, work_dir: str | os.PathLike[str], fingerprint: str, fps: int) -> None:
+        self.folder = Path(work_dir) / f"pieces-{fingerprint}"
+        self.fps = fps
+
+    def _path(self, index: int, suffix: str) -> Path:
+        return self.folder / f"piece_{index:04d}{suffix}"
+
+    def save(self, index: int, frames: np.ndarray, state: dict[str, torch.Tensor] | None = None) -> Path:
+        from safetensors.torch import save_file
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        frames = np.ascontiguousarray(frames, dtype=np.uint8)
+        if state:
+            tmp_state = self._path(index, ".state.tmp")
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp_state))
+            os.replace(tmp_state, self._path(index, ".state.safetensors"))
+        playable = self._write_playable(index, frames)
+        tmp = self._path(index, ".tmp.npy")
+        with open(tmp, "wb") as handle:
+            np.save(handle, frames)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # The .npy lands last: its presence marks the piece complete.
+        os.replace(tmp, self._path(index, ".npy"))
+        return playable or self._path(index, ".npy")
+
+    def _write_playable(self, index: int, frames: np.ndarray) -> Path | None:
+        try:
+            from core.media.writer import write_video
+        except ImportError:
+            return None
+        path = self._path(index, ".mp4")
+        write_video(str(path), frames, self.fps)
+        return path
+
+    def load(self, index: int) -> FinishedPiece | None:
+        path = self._path(index, ".npy")
+        if not path.exists():
+            return None
+        try:
+            frames = np.load(path)
+        except (OSError, ValueError):
+            return None  # a damaged piece is simply rendered again
+        state: dict[str, torch.Tensor] = {}
+        state_path = self._path(index, ".state.safetensors")
+        if state_path.exists():
+            from safetensors.torch import load_file
+
+            state = load_file(str(state_path))
+        return FinishedPiece(index, frames, state)
+
+    def finished_indices(self) -> list[int]:
+        if not self.folder.exists():
+            return []
+        found = []
+        for path in self.folder.glob("piece_*.npy"):
+            stem = path.name.removeprefix("piece_").removesuffix(".npy")
+            if stem.isdigit():
+                found.append(int(stem))
+        return sorted(found)
+
+    def clear(self) -> None:
+        if self.folder.exists():
+            for path in self.folder.iterdir():
+                path.unlink()
+            self.folder.rmdir()
+
+
+class RunContext:
+    """What a running pipeline uses to talk to the outside: events, cancel, and finished pieces.
+
+    Thread contract: lives on the thread that runs the pipeline; ``emit`` must be safe to call from
+    that thread (the app's worker marshals events to the GUI thread). ``cancel`` may be set from any
+    thread and is honoured at the next :meth:`check_cancel` (pipelines call it at least once per step).
+    """
+
+    def __init__(
+        self,
+        emit: Callable[[RenderEvent], None] | None = None,
+        cancel: threading.Event | None = None,
+        pieces: PieceStore | None = None,
+        preview_every: int = 1,
+    ) -> None:
+        self._emit = emit or (lambda event: None)
+        self.cancel = cancel or threading.Event()
+        self.pieces = pieces
+        self.preview_every = max(0, preview_every)
+
+    def emit(self, event: RenderEvent) -> None:
+        self._emit(event)
+
+    def check_cancel(self) -> None:
+        """Raise :class:`RenderCancelled` once cancel is set."""
+        if self.cancel.is_set():
+            raise RenderCancelled("render cancelled")
+
+    def status(self, text: str) -> None:
+        self.emit(StatusMessage(text))
+
+    def step(
+        self,
+        piece: int,
+        total_pieces: int,
+        step: int,
+        total_steps: int,
+        x0: torch.Tensor | None = None,
+    ) -> None:
+        """Report a finished denoising step (1-based ``step``) and, if given, a preview of ``x0``;
+        then honour cancel."""
+        self.emit(Progress(step=step, total_steps=total_steps, piece=piece, total_pieces=total_pieces))
+        if x0 is not None and self.preview_every and step % self.preview_every == 0:
+            rgb = latent_preview_rgb(x0)
+            self.emit(Preview(piece=piece, step=step, width=rgb.shape[1], height=rgb.shape[0], rgb=rgb.tobytes()))
+        self.check_cancel()
+
+    def piece_finished(
+        self,
+        piece: int,
+        total_pieces: int,
+        frames: np.ndarray | torch.Tensor,
+        state: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        """Checkpoint a decoded piece (uint8 ``[F, H, W, 3]``) and announce it."""
+        if isinstance(frames, torch.Tensor):
+            frames = frames.detach().cpu().numpy()
+        path = self.pieces.save(piece, frames, state) if self.pieces else Path("")
+        self.emit(PieceFinished(piece=piece, total_pieces=total_pieces, path=str(path), num_frames=len(frames)))
+
+    def finished_piece(self, piece: int) -> FinishedPiece | None:
+        """The checkpoint of an already finished piece (resume), or None."""
+        return self.pieces.load(piece) if self.pieces else None

@@ -1,0 +1,75 @@
+"""RunContext events/cancel, latent previews and the crash-safe piece store."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from core.generation import PieceFinished, Preview, Progress, RenderCancelled
+from models.pipeline_base import PieceStore, RunContext, latent_preview_rgb, request_fingerprint
+
+
+def test_latent_preview_shape_and_range():
+    latents = torch.randn(1, 16, 3, 6, 10, generator=torch.Generator().manual_seed(0))
+    rgb = latent_preview_rgb(latents)
+    assert rgb.shape == (6, 10, 3) and rgb.dtype == np.uint8
+    # A latent of all zeros maps to the bias colour, not to black: the factors are really applied.
+    zero = latent_preview_rgb(torch.zeros(16, 1, 2, 2))
+    assert zero[0, 0].tolist() == [104, 116, 85]
+
+
+def test_latent_preview_rejects_wrong_channel_count():
+    with pytest.raises(ValueError, match="16 latent channels"):
+        latent_preview_rgb(torch.zeros(4, 1, 2, 2))
+
+
+def test_latent_preview_is_cheap_at_720p_latent_size():
+    # 720p -> 90x160 latents; the budget is 2 ms a step (bench/bench_pipeline_overhead.py measures it),
+    # here only a generous bound that still fails if the preview became a decode.
+    latents = torch.randn(16, 21, 90, 160)
+    latent_preview_rgb(latents)
+    start = time.perf_counter()
+    for _ in range(10):
+        latent_preview_rgb(latents)
+    assert (time.perf_counter() - start) / 10 < 0.05
+
+
+def test_step_emits_progress_then_preview_and_honours_cancel():
+    events = []
+    cancel = threading.Event()
+    ctx = RunContext(events.append, cancel)
+    ctx.step(0, 2, 1, 8, torch.zeros(16, 1, 4, 4))
+    assert isinstance(events[0], Progress) and events[0].step == 1 and events[0].total_pieces == 2
+    assert isinstance(events[1], Preview) and (events[1].width, events[1].height) == (4, 4)
+    assert len(events[1].rgb) == 4 * 4 * 3
+    cancel.set()
+    with pytest.raises(RenderCancelled):
+        ctx.step(0, 2, 2, 8)
+
+
+def test_piece_store_round_trip_and_resume(tmp_path):
+    store = PieceStore(tmp_path, request_fingerprint({"seed": 1}), fps=24)
+    events = []
+    ctx = RunContext(events.append, pieces=store)
+    frames = np.random.default_rng(0).integers(0, 255, (5, 16, 16, 3), dtype=np.uint8)
+    ctx.piece_finished(0, 2, frames, {"prefix": torch.arange(6.0)})
+    assert isinstance(events[-1], PieceFinished) and events[-1].num_frames == 5
+    again = RunContext(pieces=PieceStore(tmp_path, request_fingerprint({"seed": 1}), fps=24))
+    piece = again.finished_piece(0)
+    assert piece is not None and np.array_equal(piece.frames, frames)
+    assert torch.equal(piece.state["prefix"], torch.arange(6.0))
+    assert again.finished_piece(1) is None
+    assert store.finished_indices() == [0]
+    # Another request never sees these pieces.
+    assert RunContext(pieces=PieceStore(tmp_path, request_fingerprint({"seed": 2}), fps=24)).finished_piece(0) is None
+
+
+def test_damaged_piece_is_rendered_again(tmp_path):
+    store = PieceStore(tmp_path, "abc", fps=24)
+    store.folder.mkdir(parents=True)
+    (store.folder / "piece_0000.npy").write_bytes(b"not a numpy file")
+    assert store.load(0) is None
