@@ -1,0 +1,410 @@
+"""Media writers: streaming H.264/AAC MP4 (``VideoWriter``), one-shot helpers and WAV.
+
+This module owns every file the application *writes* as media: generation results, timeline
+exports and the media that tests generate for themselves. Writes are atomic: data goes to a
+hidden temporary file in the destination folder and is renamed over the destination only when
+the file has been closed successfully; on error or :meth:`VideoWriter.abort` the temporary file
+is removed, so a reader never sees a half-written file.
+
+Video is H.264 (libx264) yuv420p, tagged and converted as BT.709 limited range; audio is AAC.
+yuv420p needs even dimensions: an odd width or height is rounded *down* to even and each frame
+loses its last column/row (see :attr:`VideoWriter.encoded_size`).
+
+Pure Python: must not import Qt, torch, ``app`` or ``models``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+import wave
+from collections.abc import Iterable
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import av
+import numpy as np
+from av.video.reformatter import Colorspace
+
+from core.media.errors import WriteFailed
+
+__all__ = [
+    "DEFAULT_CRF",
+    "VideoWriter",
+    "as_fraction",
+    "temp_path_for",
+    "write_video",
+    "write_wav",
+]
+
+DEFAULT_CRF = 18
+#: Container format chosen from the destination's extension (default mp4).
+_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+# BT.709 code points (ITU-T H.273) for colour primaries, transfer and matrix; range 1 = limited.
+_BT709 = 1
+_LIMITED_RANGE = 1
+
+
+def as_fraction(fps: float | int | Fraction | str) -> Fraction:
+    """Return a frame rate as an exact ``Fraction`` (23.976 -> 24000/1001, 25 -> 25).
+
+    Raises:
+        ValueError: the rate is not a positive finite number.
+    """
+    try:
+        rate = Fraction(fps) if not isinstance(fps, float) else Fraction(fps).limit_denominator(1001)
+    except (ValueError, TypeError, ZeroDivisionError, OverflowError) as exc:
+        raise ValueError(f"frame rate {fps!r} is not a number") from exc
+    # Common NTSC rates written as decimals: 23.976, 29.97, 59.94 -> n*1000/1001.
+    for base in (24, 30, 48, 60, 120):
+        ntsc = Fraction(base * 1000, 1001)
+        if rate != ntsc and abs(float(rate) - float(ntsc)) < 0.0006:
+            rate = ntsc
+    if rate <= 0:
+        raise ValueError(f"frame rate must be positive, got {fps!r}")
+    return rate
+
+
+def temp_path_for(path: Path) -> Path:
+    """A hidden, unique temporary name in ``path``'s folder with the same extension."""
+    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.partial{path.suffix}")
+
+
+def _even(value: int) -> int:
+    return value - (value % 2)
+
+
+class VideoWriter:
+    """Streaming MP4 writer (H.264 yuv420p video, optional AAC audio), atomic on close.
+
+    Use as a context manager::
+
+        with VideoWriter(out, fps=24, width=640, height=360, audio_rate=48000) as w:
+            for frame in frames:
+                w.write_frame(frame)          # uint8 RGB, shape (height, width, 3)
+            w.write_audio(samples)            # float32 [n] or [n, channels], in [-1, 1]
+
+    Leaving the block normally closes and publishes the file; an exception inside the block
+    aborts and removes the temporary file. One writer is used from one thread at a time.
+
+    Args:
+        path: destination file (.mp4, .mov, .m4v or .mkv).
+        fps: frame rate (int, float, ``Fraction`` or "30000/1001").
+        width, height: size of the frames passed to :meth:`write_frame`; odd sizes are
+            encoded one pixel smaller (yuv420p needs even sizes).
+        audio_rate: sample rate of the audio track, or ``None`` for no audio.
+        audio_channels: 1 (mono) or 2 (stereo).
+        crf: x264 constant rate factor (0 lossless .. 51 worst; 18 is visually lossless).
+        preset: x264 speed preset.
+        keyframe_interval: frames between keyframes. ``None`` picks one second, which keeps
+            random access in the editor fast at a small cost in size.
+        audio_bitrate: AAC bitrate in bits per second.
+
+    Raises:
+        ValueError: bad arguments (non-positive size or rate, unsupported channel count).
+        WriteFailed: the file cannot be created (missing or unwritable folder).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: float | int | Fraction | str,
+        width: int,
+        height: int,
+        *,
+        audio_rate: int | None = None,
+        audio_channels: int = 1,
+        crf: int = DEFAULT_CRF,
+        preset: str = "veryfast",
+        keyframe_interval: int | None = None,
+        audio_bitrate: int = 192_000,
+    ) -> None:
+        self.path = Path(path)
+        self.fps = as_fraction(fps)
+        if width < 2 or height < 2:
+            raise ValueError(f"video size must be at least 2x2, got {width}x{height}")
+        if audio_rate is not None and audio_rate <= 0:
+            raise ValueError(f"audio sample rate must be positive, got {audio_rate}")
+        if audio_channels not in (1, 2):
+            raise ValueError(f"audio must have 1 or 2 channels, got {audio_channels}")
+        if not 0 <= crf <= 51:
+            raise ValueError(f"crf must be between 0 and 51, got {crf}")
+        self.width, self.height = int(width), int(height)
+        self.encoded_size = (_even(self.width), _even(self.height))
+        self.audio_rate = audio_rate
+        self.audio_channels = audio_channels
+        self.frames_written = 0
+        self.samples_written = 0
+        self._closed = False
+        fmt = _FORMATS.get(self.path.suffix.lower(), "mp4")
+        if not self.path.parent.is_dir():
+            raise WriteFailed(self.path, f"folder {self.path.parent} does not exist")
+        self._temp = temp_path_for(self.path)
+        try:
+            self._container: Any = av.open(str(self._temp), mode="w", format=fmt)
+        except (OSError, av.FFmpegError) as exc:
+            raise WriteFailed(self.path, f"cannot create file ({exc})") from exc
+        try:
+            gop = keyframe_interval if keyframe_interval is not None else max(1, round(self.fps))
+            video: Any = self._container.add_stream("libx264", rate=self.fps)
+            video.width, video.height = self.encoded_size
+            video.pix_fmt = "yuv420p"
+            video.codec_context.time_base = 1 / self.fps
+            video.codec_context.gop_size = gop
+            video.codec_context.colorspace = _BT709
+            video.codec_context.color_primaries = _BT709
+            video.codec_context.color_trc = _BT709
+            video.codec_context.color_range = _LIMITED_RANGE
+            # keyint_min keeps scene-cut detection from shortening GOPs unpredictably;
+            # movflags faststart puts the index first so players start at once.
+            video.options = {"crf": str(crf), "preset": preset, "keyint_min": str(gop)}
+            self._video = video
+            self._audio: Any = None
+            self._pending_audio = np.zeros((0, audio_channels), dtype=np.float32)
+            if audio_rate is not None:
+                layout = "mono" if audio_channels == 1 else "stereo"
+                audio: Any = self._container.add_stream("aac", rate=audio_rate, layout=layout)
+                audio.codec_context.time_base = Fraction(1, audio_rate)
+                audio.bit_rate = audio_bitrate
+                self._audio = audio
+                self._layout = layout
+        except BaseException:
+            self._discard()
+            raise
+
+    # -- context manager --------------------------------------------------------------------
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def write_frame(self, rgb: np.ndarray) -> None:
+        """Encode one frame.
+
+        Args:
+            rgb: ``uint8`` array of shape ``(height, width, 3)`` as declared at construction.
+
+        Raises:
+            ValueError: wrong shape or dtype (the writer stays usable).
+            WriteFailed: the encoder or the disk failed (the temporary file is removed).
+        """
+        self._check_open()
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"frames must be uint8 (height, width, 3) RGB, got {rgb.dtype} {rgb.shape}")
+        if rgb.shape[:2] != (self.height, self.width):
+            raise ValueError(
+                f"frame is {rgb.shape[1]}x{rgb.shape[0]}, writer expects {self.width}x{self.height}"
+            )
+        w, h = self.encoded_size
+        if (w, h) != (self.width, self.height):
+            rgb = rgb[:h, :w]
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame = frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709)
+        frame.colorspace = _BT709
+        frame.color_range = _LIMITED_RANGE
+        frame.pts = self.frames_written
+        frame.time_base = self._video.codec_context.time_base
+        self._encode(self._video, frame)
+        self.frames_written += 1
+
+    def write_audio(self, samples: np.ndarray) -> None:
+        """Append audio samples.
+
+        Args:
+            samples: float array ``[n]`` (mono, duplicated to stereo if needed) or
+                ``[n, channels]``, values in [-1, 1] (louder values are clipped).
+
+        Raises:
+            ValueError: the writer has no audio track, or the channel count differs.
+            WriteFailed: the encoder or the disk failed.
+        """
+        self._check_open()
+        if self._audio is None:
+            raise ValueError("this writer was created without audio (pass audio_rate=...)")
+        data = np.asarray(samples, dtype=np.float32)
+        if data.ndim == 1:
+            data = np.repeat(data[:, None], self.audio_channels, axis=1)
+        if data.ndim != 2 or data.shape[1] != self.audio_channels:
+            raise ValueError(f"audio must be [n] or [n, {self.audio_channels}], got shape {data.shape}")
+        data = np.clip(np.nan_to_num(data), -1.0, 1.0)
+        self._pending_audio = np.concatenate([self._pending_audio, data])
+        size = self._audio.codec_context.frame_size or 1024
+        while len(self._pending_audio) >= size:
+            chunk, self._pending_audio = self._pending_audio[:size], self._pending_audio[size:]
+            self._encode_audio_chunk(chunk)
+
+    def close(self) -> Path:
+        """Flush the encoders, finish the file and move it to its destination.
+
+        Returns:
+            The destination path.
+
+        Raises:
+            WriteFailed: no frames were written, or finishing the file failed; nothing is left
+                behind in either case.
+        """
+        if self._closed:
+            return self.path
+        if self.frames_written == 0:
+            self.abort()
+            raise WriteFailed(self.path, "no video frames were written")
+        try:
+            if self._audio is not None and len(self._pending_audio):
+                self._encode_audio_chunk(self._pending_audio)
+                self._pending_audio = self._pending_audio[:0]
+            self._encode(self._video, None)
+            if self._audio is not None:
+                self._encode(self._audio, None)
+            self._container.close()
+            self._closed = True
+            os.replace(self._temp, self.path)
+        except WriteFailed:
+            raise
+        except (OSError, av.FFmpegError) as exc:
+            self._discard()
+            raise WriteFailed(self.path, f"could not finish the file ({exc})") from exc
+        return self.path
+
+    def abort(self) -> None:
+        """Stop writing and remove the temporary file; the destination is left untouched."""
+        if not self._closed:
+            self._discard()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"writer for {self.path} is already closed")
+
+    def _encode_audio_chunk(self, chunk: np.ndarray) -> None:
+        planar = np.ascontiguousarray(chunk.T)
+        frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=self._layout)
+        frame.sample_rate = self.audio_rate
+        frame.pts = self.samples_written
+        frame.time_base = Fraction(1, self.audio_rate or 1)
+        self._encode(self._audio, frame)
+        self.samples_written += len(chunk)
+
+    def _encode(self, stream: Any, frame: Any) -> None:
+        try:
+            for packet in stream.encode(frame):
+                self._container.mux(packet)
+        except (OSError, av.FFmpegError) as exc:
+            self._discard()
+            raise WriteFailed(self.path, f"encoding failed ({exc})") from exc
+
+    def _discard(self) -> None:
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._container.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._temp.unlink()
+
+
+def write_video(
+    path: str | os.PathLike[str],
+    frames: Iterable[np.ndarray],
+    fps: float | int | Fraction | str,
+    audio: np.ndarray | None = None,
+    audio_rate: int | None = None,
+    *,
+    crf: int = DEFAULT_CRF,
+    keyframe_interval: int | None = None,
+) -> Path:
+    """Write a whole clip in one call; the size comes from the first frame.
+
+    Args:
+        path: destination .mp4.
+        frames: uint8 RGB frames ``(h, w, 3)``, all the same size.
+        fps: frame rate.
+        audio: optional float32 samples ``[n]`` or ``[n, channels]``.
+        audio_rate: sample rate of ``audio`` (required with it).
+        crf: x264 quality.
+        keyframe_interval: frames between keyframes (default one second).
+
+    Returns:
+        The destination path.
+
+    Raises:
+        ValueError: no frames, mismatched frame sizes, or audio without ``audio_rate``.
+        WriteFailed: the file could not be written (nothing is left behind).
+    """
+    iterator = iter(frames)
+    first = next(iterator, None)
+    if first is None:
+        raise ValueError("write_video needs at least one frame")
+    channels = 1
+    if audio is not None:
+        if audio_rate is None:
+            raise ValueError("audio_rate is required when audio is given")
+        channels = 1 if np.asarray(audio).ndim == 1 else int(np.asarray(audio).shape[1])
+    with VideoWriter(
+        path,
+        fps,
+        first.shape[1],
+        first.shape[0],
+        audio_rate=audio_rate if audio is not None else None,
+        audio_channels=channels,
+        crf=crf,
+        keyframe_interval=keyframe_interval,
+    ) as writer:
+        writer.write_frame(first)
+        for frame in iterator:
+            writer.write_frame(frame)
+        if audio is not None:
+            writer.write_audio(audio)
+    return writer.path
+
+
+def write_wav(path: str | os.PathLike[str], samples: np.ndarray, rate: int) -> Path:
+    """Write 16-bit PCM WAV atomically.
+
+    Args:
+        path: destination .wav.
+        samples: float samples ``[n]`` or ``[n, channels]`` in [-1, 1] (clipped).
+        rate: sample rate in Hz.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        ValueError: bad shape or rate.
+        WriteFailed: the file could not be written (nothing is left behind).
+    """
+    target = Path(path)
+    data = np.asarray(samples, dtype=np.float64)
+    if data.ndim == 1:
+        data = data[:, None]
+    if data.ndim != 2 or not 1 <= data.shape[1] <= 8:
+        raise ValueError(f"samples must be [n] or [n, channels], got shape {np.shape(samples)}")
+    if rate <= 0:
+        raise ValueError(f"sample rate must be positive, got {rate}")
+    pcm = np.round(np.clip(np.nan_to_num(data), -1.0, 1.0) * 32767.0).astype("<i2")
+    temp = temp_path_for(target)
+    try:
+        with wave.open(str(temp), "wb") as handle:
+            handle.setnchannels(data.shape[1])
+            handle.setsampwidth(2)
+            handle.setframerate(int(rate))
+            handle.writeframes(pcm.tobytes())
+        os.replace(temp, target)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        raise WriteFailed(target, f"could not write WAV ({exc})") from exc
+    return target
