@@ -1,0 +1,442 @@
+"""The SkyReels-V3 video-extension DiT (official ``modules/transformer.py :: WanModel``, Wan 2.1 T2V-14B
+layout under the original Wan key names).
+
+Owns :class:`ExtensionTransformer` and its configuration. What sets it apart from plain Wan 2.1:
+
+* per-frame timesteps ``t [B, F_total]``: every latent frame gets its own six modulation vectors;
+* two sequence layouts: a single tensor (single shot: condition latents, then noisy latents along the
+  frame axis) or a list ``[noisy, context, ...]`` (shot switching) whose context segments sit at
+  rotary frame positions 1024, 1025, ... (table of 2048 positions, float32);
+* the residual stream is rounded to bfloat16 at the end of every block, even in a float32 run. That
+  rounding is part of the reference; :attr:`ExtensionTransformer.round_between_blocks` switches it off
+  for the golden diagnostic only.
+
+Precision follows the reference: in a float32 model everything is float32 apart from that rounding (the
+next layer norm then sees a bfloat16 tensor and returns bfloat16, as PyTorch's ``layer_norm`` keeps its
+input dtype). For a bfloat16 model :meth:`ExtensionTransformer.forward` runs under bfloat16 autocast like
+the reference, with the time embedding and modulation math in float32.
+
+Imports torch only (plus ``models.wan.attention`` when present). Never imports PySide6 or ``app``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROPE_POSITIONS = 2048
+CONTEXT_ROPE_OFFSET = 1024  # first temporal rotary position of the shot-switching context frames
+
+
+@dataclass(frozen=True)
+class ExtensionDiTConfig:
+    """Constructor sizes under the official argument names (``config.json`` of ``transformer/``)."""
+
+    model_type: str = "t2v"
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    text_len: int = 512
+    in_dim: int = 16
+    dim: int = 5120
+    ffn_dim: int = 13824
+    freq_dim: int = 256
+    text_dim: int = 4096
+    out_dim: int = 16
+    num_heads: int = 40
+    num_layers: int = 40
+    window_size: tuple[int, int] = (-1, -1)
+    qk_norm: bool = True
+    cross_attn_norm: bool = True
+    eps: float = 1e-6
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExtensionDiTConfig:
+        """Build from a ``config.json`` dict; unknown keys (``_class_name`` ...) are kept in ``extra``.
+
+        Unlike the official loader, ``text_dim`` is honoured when present (the real checkpoints have
+        4096 either way; the tiny golden checkpoints need their own value).
+        """
+        names = {f.name for f in fields(cls)} - {"extra"}
+        known = {k: v for k, v in data.items() if k in names}
+        if "patch_size" in known:
+            known["patch_size"] = tuple(int(v) for v in known["patch_size"])
+        if "window_size" in known:
+            known["window_size"] = tuple(int(v) for v in known["window_size"])
+        config = cls(**known, extra={k: v for k, v in data.items() if k not in names})
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.model_type != "t2v":
+            raise ValueError(
+                f"extension transformer config has model_type {self.model_type!r}; the extension "
+                "pipelines need a 't2v' model (no CLIP image branch)"
+            )
+        if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
+            raise ValueError(f"dim {self.dim} must split into {self.num_heads} heads of even size")
+        if tuple(self.window_size) != (-1, -1):
+            raise ValueError("windowed attention is not supported (the official model uses (-1, -1))")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("extra")
+        data["patch_size"] = list(self.patch_size)
+        data["window_size"] = list(self.window_size)
+        return data
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+
+FULL_SIZE_CONFIG = ExtensionDiTConfig()
+
+
+# ---------------------------------------------------------------------------------------------
+# Embedding helpers
+
+
+def timestep_sinusoid(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """``[N] -> [N, dim]`` float64 ``[cos, sin]`` embedding with frequencies ``10000^(-i/half)``."""
+    half = dim // 2
+    position = t.to(torch.float64)
+    freqs = torch.pow(10000, -torch.arange(half, dtype=torch.float64, device=t.device).div(half))
+    angles = torch.outer(position, freqs)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+def rope_table(head_dim: int, positions: int = ROPE_POSITIONS, device: torch.device | None = None) -> torch.Tensor:
+    """Complex64 ``[positions, head_dim/2]`` rotary table: frame, height and width parts side by side.
+
+    Built in float32 as the reference does (Wan and diffusers use float64 here).
+    """
+
+    def part(size: int) -> torch.Tensor:
+        inv = 1.0 / torch.pow(10000, torch.arange(0, size, 2, device=device).to(torch.float32).div(size))
+        angles = torch.outer(torch.arange(positions, device=device), inv)
+        return torch.polar(torch.ones_like(angles), angles)
+
+    sixth = head_dim // 6
+    return torch.cat([part(head_dim - 4 * sixth), part(2 * sixth), part(2 * sixth)], dim=1)
+
+
+def rope_multipliers(
+    table: torch.Tensor, segments: Sequence[tuple[int, int]], height: int, width: int
+) -> torch.Tensor:
+    """Per-token complex multipliers ``[L, 1, head_dim/2]`` for frame segments in token order.
+
+    Args:
+        table: output of :func:`rope_table`.
+        segments: ``(first temporal position, frame count)`` per segment, in token order.
+        height, width: token grid (latent size / patch size); spatial positions restart at 0 for
+            every segment.
+    """
+    c = table.shape[1]
+    spatial = c // 3
+    frame_part, h_part, w_part = table.split([c - 2 * spatial, spatial, spatial], dim=1)
+    pieces = []
+    for start, frames in segments:
+        grid = torch.cat(
+            [
+                frame_part[start : start + frames].view(frames, 1, 1, -1).expand(frames, height, width, -1),
+                h_part[:height].view(1, height, 1, -1).expand(frames, height, width, -1),
+                w_part[:width].view(1, 1, width, -1).expand(frames, height, width, -1),
+            ],
+            dim=-1,
+        )
+        pieces.append(grid.reshape(frames * height * width, 1, -1))
+    return torch.cat(pieces, dim=0)
+
+
+def apply_rope(x: torch.Tensor, multipliers: torch.Tensor) -> torch.Tensor:
+    """Rotate ``[B, L, heads, d]`` (computed in float32 / complex64, returned float32)."""
+    b, length, heads, _ = x.shape
+    as_complex = torch.view_as_complex(x.to(torch.float32).reshape(b, length, heads, -1, 2))
+    return torch.view_as_real(as_complex * multipliers).flatten(3)
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Full unmasked attention on ``[B, L, heads, d]``, scale ``1/sqrt(d)``; returns ``[B, L, heads, d]``.
+
+    q/k/v are cast to ``dtype`` (the weight dtype: float32 in parity runs, bfloat16 on the GPU as the
+    reference's flash-attention call does).
+    """
+    q, k, v = (item.to(dtype).transpose(1, 2) for item in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v)
+    return out.transpose(1, 2)
+
+
+def _float32_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """A Linear evaluated in float32 whatever the weight dtype (the reference's float32 autocast regions)."""
+    bias = layer.bias.float() if layer.bias is not None else None
+    return F.linear(x.float(), layer.weight.float(), bias)
+
+
+def _modulate(normed: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``LN(x)·(1 + scale) + shift`` per frame; ``normed`` is ``[B, F, tokens, C]``, result float32."""
+    return normed.float() * (1 + scale) + shift
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules (attribute names are the official state-dict names)
+
+
+class RMSNorm(nn.Module):
+    """RMS norm over the last axis computed in float32; the product with the weight promotes."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, eps: float, qk_norm: bool = True) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q: nn.Module = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+        self.norm_k: nn.Module = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        b, s = x.shape[:2]
+        shape = (b, s, self.num_heads, self.head_dim)
+        x = x.to(self.q.weight.dtype)
+        q = apply_rope(self.norm_q(self.q(x)).view(shape), rope)
+        k = apply_rope(self.norm_k(self.k(x)).view(shape), rope)
+        v = self.v(x).view(shape)
+        return self.o(_attention(q, k, v, self.q.weight.dtype).flatten(2))
+
+
+class CrossAttention(SelfAttention):
+    """Text cross-attention (T2V: no image keys, no mask, no gate)."""
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        b = x.shape[0]
+        q = self.norm_q(self.q(x)).view(b, -1, self.num_heads, self.head_dim)
+        k = self.norm_k(self.k(context)).view(b, -1, self.num_heads, self.head_dim)
+        v = self.v(context).view(b, -1, self.num_heads, self.head_dim)
+        return self.o(_attention(q, k, v, self.q.weight.dtype).flatten(2))
+
+
+class ExtensionBlock(nn.Module):
+    def __init__(self, config: ExtensionDiTConfig) -> None:
+        super().__init__()
+        dim = config.dim
+        self.norm1 = nn.LayerNorm(dim, eps=config.eps, elementwise_affine=False)
+        self.self_attn = SelfAttention(dim, config.num_heads, config.eps, config.qk_norm)
+        self.norm3: nn.Module = (
+            nn.LayerNorm(dim, eps=config.eps, elementwise_affine=True) if config.cross_attn_norm else nn.Identity()
+        )
+        self.cross_attn = CrossAttention(dim, config.num_heads, config.eps, config.qk_norm)
+        self.norm2 = nn.LayerNorm(dim, eps=config.eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(nn.Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(config.ffn_dim, dim))
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+        self.ffn_chunk_tokens: int | None = None  # optional memory saver, numerically neutral
+
+    def _ffn(self, x: torch.Tensor) -> torch.Tensor:
+        chunk = self.ffn_chunk_tokens
+        if not chunk or x.shape[1] <= chunk:
+            return self.ffn(x)
+        return torch.cat([self.ffn(part) for part in x.split(chunk, dim=1)], dim=1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        e0: torch.Tensor,
+        rope: torch.Tensor,
+        context: torch.Tensor,
+        round_output: bool,
+    ) -> torch.Tensor:
+        """``x [B, L, C]`` (frame-major tokens), ``e0 [B, F, 6, C]`` float32; returns ``[B, L, C]``."""
+        b, length, dim = x.shape
+        frames = e0.shape[1]
+        if length % frames:
+            raise ValueError(f"{length} tokens do not split evenly into {frames} frames")
+        mod = self.modulation.float().unsqueeze(0) + e0  # [B, F, 6, C]
+        shift1, scale1, gate1, shift2, scale2, gate2 = (mod[:, :, i : i + 1] for i in range(6))
+
+        def per_frame(t: torch.Tensor) -> torch.Tensor:
+            return t.unflatten(1, (frames, -1))
+
+        y = self.self_attn(_modulate(per_frame(self.norm1(x)), scale1, shift1).flatten(1, 2), rope)
+        x = (per_frame(x).float() + per_frame(y).float() * gate1).flatten(1, 2)
+        x = x + self.cross_attn(self.norm3(x), context)
+        y = self._ffn(_modulate(per_frame(self.norm2(x)), scale2, shift2).flatten(1, 2))
+        x = (per_frame(x).float() + per_frame(y).float() * gate2).flatten(1, 2)
+        return x.to(torch.bfloat16) if round_output else x
+
+
+class Head(nn.Module):
+    def __init__(self, config: ExtensionDiTConfig) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(config.dim, eps=config.eps, elementwise_affine=False)
+        self.head = nn.Linear(config.dim, math.prod(config.patch_size) * config.out_dim)
+        self.modulation = nn.Parameter(torch.randn(1, 2, config.dim) / config.dim**0.5)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """``x [B, L, C]``, ``e [B, F, C]`` float32 (unprojected time embedding)."""
+        frames = e.shape[1]
+        mod = self.modulation.float().unsqueeze(0) + e.unsqueeze(2)  # [B, F, 2, C]
+        shift, scale = mod[:, :, 0:1], mod[:, :, 1:2]
+        normed = self.norm(x).unflatten(1, (frames, -1))
+        return self.head(_modulate(normed, scale, shift).flatten(1, 2))
+
+
+class ExtensionTransformer(nn.Module):
+    """Video-extension DiT. Lives on the GPU worker; not thread-safe.
+
+    Attributes:
+        round_between_blocks: round the residual stream to bfloat16 after each block (reference
+            behaviour; False only for the golden diagnostic).
+    """
+
+    def __init__(self, config: ExtensionDiTConfig | None = None, **overrides: Any) -> None:
+        super().__init__()
+        if config is None:
+            config = ExtensionDiTConfig.from_dict(overrides)
+        elif overrides:
+            raise TypeError("pass either a config or keyword sizes, not both")
+        config.validate()
+        self.config = config
+        dim = config.dim
+        self.patch_embedding = nn.Conv3d(config.in_dim, dim, kernel_size=config.patch_size, stride=config.patch_size)
+        self.text_embedding = nn.Sequential(
+            nn.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim)
+        )
+        self.time_embedding = nn.Sequential(nn.Linear(config.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
+        self.blocks = nn.ModuleList([ExtensionBlock(config) for _ in range(config.num_layers)])
+        self.head = Head(config)
+        self.round_between_blocks = True
+        self._rope_cache: dict[torch.device, torch.Tensor] = {}
+
+    # -- options --------------------------------------------------------------------------------
+
+    def set_ffn_chunking(self, tokens: int | None) -> None:
+        """Evaluate each FFN over at most ``tokens`` tokens at a time (lower peak memory, same numbers)."""
+        for block in self.blocks:
+            block.ffn_chunk_tokens = tokens  # type: ignore[union-attr]
+
+    # -- forward --------------------------------------------------------------------------------
+
+    def _rope(self, device: torch.device) -> torch.Tensor:
+        table = self._rope_cache.get(device)
+        if table is None:
+            table = rope_table(self.config.head_dim, ROPE_POSITIONS, device=device)
+            self._rope_cache[device] = table
+        return table
+
+    def forward(
+        self,
+        x: torch.Tensor | Sequence[torch.Tensor],
+        t: torch.Tensor,
+        context: torch.Tensor,
+        *,
+        round_between_blocks: bool | None = None,
+    ) -> torch.Tensor:
+        """Flow prediction.
+
+        Args:
+            x: ``[B, in_dim, F, H, W]`` (condition frames first, then noisy frames; output covers all
+                F) or a list ``[noisy [B, in_dim, T, H, W], context segment [B, in_dim, Tc, H, W], ...]``
+                (output covers the T noisy frames only).
+            t: ``[B, total latent frames]`` int64 timesteps in token order (condition frames: 0).
+            context: ``[B, L_text, text_dim]`` masked text-encoder states.
+            round_between_blocks: override :attr:`round_between_blocks` for this call.
+
+        Returns:
+            float32 ``[B, out_dim, F_out, H, W]``.
+        """
+        weight_dtype = self.patch_embedding.weight.dtype
+        if weight_dtype in (torch.bfloat16, torch.float16):
+            device_type = self.patch_embedding.weight.device.type
+            with torch.autocast(device_type=device_type, dtype=weight_dtype):
+                return self._forward(x, t, context, round_between_blocks)
+        return self._forward(x, t, context, round_between_blocks)
+
+    def _forward(
+        self,
+        x: torch.Tensor | Sequence[torch.Tensor],
+        t: torch.Tensor,
+        context: torch.Tensor,
+        round_between_blocks: bool | None,
+    ) -> torch.Tensor:
+        cfg = self.config
+        round_output = self.round_between_blocks if round_between_blocks is None else round_between_blocks
+        weight = self.patch_embedding.weight
+        inputs = [x] if isinstance(x, torch.Tensor) else list(x)
+        if not inputs:
+            raise ValueError("empty input list")
+        embedded = [self.patch_embedding(item.to(weight.device)) for item in inputs]
+        grid_f, grid_h, grid_w = embedded[0].shape[2:]
+        for item in embedded[1:]:
+            if tuple(item.shape[3:]) != (grid_h, grid_w):
+                raise ValueError("context latents must have the same height and width as the noisy latents")
+        if isinstance(x, torch.Tensor):
+            segments = [(0, grid_f)]
+        else:
+            segments = [(0, grid_f)]
+            offset = CONTEXT_ROPE_OFFSET
+            for item in embedded[1:]:
+                segments.append((offset, item.shape[2]))
+                offset += item.shape[2]
+        tokens = torch.cat([item.flatten(2).transpose(1, 2) for item in embedded], dim=1)
+        total_frames = sum(n for _, n in segments)
+        batch = tokens.shape[0]
+        if tuple(t.shape) != (batch, total_frames):
+            raise ValueError(f"t must be [batch, latent frames] = {[batch, total_frames]}, got {list(t.shape)}")
+
+        rope = rope_multipliers(self._rope(tokens.device), segments, grid_h, grid_w)
+
+        with torch.autocast(device_type=tokens.device.type, enabled=False):
+            sinus = timestep_sinusoid(t.flatten().to(tokens.device), cfg.freq_dim).to(weight.dtype)
+            e = _float32_linear(self.time_embedding[2], F.silu(_float32_linear(self.time_embedding[0], sinus)))
+            e0 = _float32_linear(self.time_projection[1], F.silu(e)).unflatten(1, (6, cfg.dim))
+            e = e.view(batch, total_frames, cfg.dim)
+            e0 = e0.view(batch, total_frames, 6, cfg.dim)
+
+        text = self.text_embedding(context.to(weight.device))
+
+        hidden = tokens
+        for block in self.blocks:
+            hidden = block(hidden, e0, rope, text, round_output)
+        out = self.head(hidden, e)
+
+        if len(segments) > 1:
+            out = out[:, : grid_f * grid_h * grid_w]
+        return self.unpatchify(out, (grid_f, grid_h, grid_w)).float()
+
+    def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """``[B, f*h*w, p*q*r*C] -> [B, C, f*p, h*q, w*r]``."""
+        c = self.config.out_dim
+        p = self.config.patch_size
+        b = x.shape[0]
+        x = x.reshape(b, *grid, *p, c)
+        x = torch.einsum("bfhwpqrc->bcfphqwr", x)
+        return x.reshape(b, c, *(g * s for g, s in zip(grid, p, strict=True)))
+
+
+def build_transformer(config: ExtensionDiTConfig, device: torch.device | str = "cpu") -> ExtensionTransformer:
+    """Construct without initialising weights on ``device`` (``"meta"`` for loading with ``assign``)."""
+    with torch.device(device):
+        return ExtensionTransformer(config)
+
+
+def full_size_state_dict() -> dict[str, torch.Tensor]:
+    """State dict of the full-size (14B) model on the meta device (manifest check)."""
+    return dict(build_transformer(FULL_SIZE_CONFIG, "meta").state_dict())
