@@ -16,7 +16,7 @@ next layer norm then sees a bfloat16 tensor and returns bfloat16, as PyTorch's `
 input dtype). For a bfloat16 model :meth:`ExtensionTransformer.forward` runs under bfloat16 autocast like
 the reference, with the time embedding and modulation math in float32.
 
-Imports torch only (plus ``models.wan.attention`` when present). Never imports PySide6 or ``app``.
+Imports torch and ``models.wan.attention``. Never imports PySide6 or ``app``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models.wan.attention import attention as wan_attention
 
 ROPE_POSITIONS = 2048
 CONTEXT_ROPE_OFFSET = 1024  # first temporal rotary position of the shot-switching context frames
@@ -165,11 +167,9 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dtype: torch.d
     """Full unmasked attention on ``[B, L, heads, d]``, scale ``1/sqrt(d)``; returns ``[B, L, heads, d]``.
 
     q/k/v are cast to ``dtype`` (the weight dtype: float32 in parity runs, bfloat16 on the GPU as the
-    reference's flash-attention call does).
+    reference's flash-attention call does). The kernel is the one :mod:`models.wan.attention` selects.
     """
-    q, k, v = (item.to(dtype).transpose(1, 2) for item in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v)
-    return out.transpose(1, 2)
+    return wan_attention(q.to(dtype), k.to(dtype), v.to(dtype))
 
 
 def _float32_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
