@@ -1,0 +1,94 @@
+"""The one adapter between core edits and Qt's undo stack.
+
+Every user-visible change goes through :class:`UndoController.push`, which wraps a core edit
+(``apply``/``revert``/``label``/``merge_key``/``merge``) in an :class:`EditCommand` and pushes it: the push
+*is* the change. A failing edit never reaches the stack and leaves the project untouched (the edit's
+contract); its error is re-raised to the caller, which shows it. Main thread only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from PySide6.QtGui import QUndoCommand, QUndoStack
+
+
+class EditCommand(QUndoCommand):
+    """A ``QUndoCommand`` that applies/reverts one core edit on one project."""
+
+    def __init__(self, project: Any, edit: Any) -> None:
+        super().__init__(str(getattr(edit, "label", type(edit).__name__)))
+        self._project, self._edit = project, edit
+        self.error: BaseException | None = None
+
+    @property
+    def edit(self) -> Any:
+        return self._edit
+
+    def redo(self) -> None:
+        try:
+            self._edit.apply(self._project)
+        except Exception as exc:  # the edit left the project untouched; keep it off the stack
+            self.error = exc
+            # QUndoStack.push deletes an obsolete command instead of adding it (Qt >= 5.9).
+            self.setObsolete(True)
+
+    def undo(self) -> None:
+        self._edit.revert(self._project)
+
+    def id(self) -> int:
+        key = getattr(self._edit, "merge_key", -1)
+        return int(key) if key is not None else -1
+
+    def mergeWith(self, other: QUndoCommand) -> bool:
+        if not isinstance(other, EditCommand) or other.error is not None:
+            return False
+        merge = getattr(self._edit, "merge", None)
+        return bool(merge(other._edit)) if merge is not None else False
+
+
+class UndoController:
+    """Owns the ``QUndoStack`` of one open project and pushes edits onto it."""
+
+    def __init__(self, project: Any, stack: QUndoStack | None = None) -> None:
+        self.project = project
+        self.stack = stack if stack is not None else QUndoStack()
+        self._macro_depth = 0
+
+    def push(self, edit: Any) -> None:
+        """Apply ``edit`` as one undoable step.
+
+        Raises:
+            Exception: whatever the edit raised; the project is unchanged and nothing was pushed.
+        """
+        command = EditCommand(self.project, edit)
+        self.stack.push(command)
+        if command.error is not None:
+            raise command.error
+
+    @contextmanager
+    def macro(self, label: str) -> Iterator[None]:
+        """Group the pushes made inside the block into one undo step.
+
+        If a push inside fails, the steps already applied in the group are undone before re-raising, so
+        a half-done compound action never stays in the project (nor as a redo step).
+        """
+        self.stack.beginMacro(label)
+        self._macro_depth += 1
+        try:
+            yield
+        except BaseException:
+            self._macro_depth -= 1
+            self.stack.endMacro()
+            if self._macro_depth == 0 and self.stack.index() > 0:
+                self.stack.undo()
+                partial = self.stack.command(self.stack.index())
+                if partial is not None:
+                    # An obsolete command is deleted instead of redone (QUndoStack, Qt >= 5.9).
+                    partial.setObsolete(True)
+            raise
+        else:
+            self._macro_depth -= 1
+            self.stack.endMacro()
