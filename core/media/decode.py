@@ -1,0 +1,392 @@
+"""Frame-accurate video decoding: random access by frame index, a decoded-frame cache, and
+sequential iteration.
+
+:class:`VideoReader` scans the video stream's packets once when it opens (no decoding, only
+demuxing) and sorts their presentation timestamps: frame *N* is the frame with the *N*-th
+smallest pts. ``frame_at(N)`` seeks to the last keyframe at or before that pts and decodes
+forward until exactly that pts comes out, so the answer never depends on how the container
+rounds times; consecutive requests reuse the running decoder instead of seeking again.
+Decoded frames are kept in a least-recently-used cache bounded by bytes.
+
+Pure Python: must not import Qt, torch, ``app`` or ``models``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import av
+import numpy as np
+
+from core.media.errors import CorruptMedia, EmptyMedia, NoVideoStream
+from core.media.probe import open_container
+
+__all__ = ["DEFAULT_CACHE_BYTES", "CacheStats", "FrameCache", "VideoReader"]
+
+#: Default decoded-frame cache: about 90 frames of 1280x720 RGB.
+DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    hits: int
+    misses: int
+    entries: int
+    bytes: int
+    limit: int
+
+
+class FrameCache:
+    """A thread-safe LRU of numpy arrays bounded by their total size in bytes.
+
+    Arrays are stored and returned read-only, so a caller cannot change what another caller
+    gets later; ``.copy()`` one to draw on it.
+    """
+
+    def __init__(self, limit_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.limit = max(0, int(limit_bytes))
+        self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._hits = 0
+        self._misses = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> np.ndarray | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                self._misses += 1
+                return None
+            self._items.move_to_end(key)
+            self._hits += 1
+            return item
+
+    def put(self, key: Hashable, array: np.ndarray) -> np.ndarray:
+        """Store ``array`` (made read-only) and return it; too-large arrays are not stored."""
+        array.setflags(write=False)
+        size = int(array.nbytes)
+        if size > self.limit:
+            return array
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= int(old.nbytes)
+            self._items[key] = array
+            self._bytes += size
+            while self._bytes > self.limit:
+                _, evicted = self._items.popitem(last=False)
+                self._bytes -= int(evicted.nbytes)
+        return array
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(self._hits, self._misses, len(self._items), self._bytes, self.limit)
+
+
+class VideoReader:
+    """Random and sequential access to the frames of one video file.
+
+    Threading: every method may be called from any thread; random access (:meth:`frame_at`)
+    is serialised by an internal lock because the decoder is stateful, so for parallel
+    decoding open one reader per thread. :meth:`iter_frames` opens its own decoder and does
+    not block or disturb random access.
+
+    Returned frames are ``uint8`` RGB ``(height, width, 3)``, rotated for display, and
+    read-only (they may be shared through the cache).
+
+    Args:
+        path: a video file.
+        size: default output size ``(width, height)``; ``None`` keeps the display size.
+        cache_bytes: byte budget of the decoded-frame cache (0 disables it).
+        threads: decoder threads (0 lets FFmpeg choose).
+
+    Raises:
+        FileMissing, EmptyMedia, UnsupportedMedia, CorruptMedia: as for :func:`probe`.
+        NoVideoStream: the file has no video (audio-only files, for example).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        size: tuple[int, int] | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        threads: int = 0,
+    ) -> None:
+        self.path = Path(path)
+        self.size = size
+        self.cache = FrameCache(cache_bytes)
+        self._threads = threads
+        self._lock = threading.RLock()
+        self._live: Iterator[Any] | None = None
+        self._live_pts: int | None = None
+        self._container: Any = open_container(self.path)
+        try:
+            if not self._container.streams.video:
+                raise NoVideoStream(self.path, "the file has no video stream")
+            self._stream: Any = self._configure(self._container)
+            self.time_base: Fraction = Fraction(self._stream.time_base)
+            self._pts, self._key_pts = self._scan()
+            first = self._decode_index(0)
+        except BaseException:
+            self._container.close()
+            raise
+        self._pts_to_index = {int(pts): i for i, pts in enumerate(self._pts)}
+        self._seconds = (self._pts - self._pts[0]).astype(np.float64) * float(self.time_base)
+        self.rotation = round(-float(getattr(first, "rotation", 0) or 0)) % 360
+        w, h = int(first.width), int(first.height)
+        self.width, self.height = (h, w) if self.rotation in (90, 270) else (w, h)
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self.fps: Fraction = Fraction(rate) if rate else self._estimated_rate()
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def frame_count(self) -> int:
+        return len(self._pts)
+
+    def __len__(self) -> int:
+        return len(self._pts)
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the first frame's start to the last frame's end."""
+        return float(self._seconds[-1] + 1 / self.fps) if len(self._seconds) else 0.0
+
+    @property
+    def keyframes(self) -> list[int]:
+        """Frame indices of the keyframes."""
+        return [self._pts_to_index[int(k)] for k in self._key_pts]
+
+    def time_of(self, index: int) -> float:
+        """Presentation time (seconds from the first frame) of frame ``index``."""
+        self._check_index(index)
+        return float(self._seconds[index])
+
+    def index_at_time(self, seconds: float | Fraction) -> int:
+        """The frame on screen at ``seconds`` from the first frame (clamped to the clip)."""
+        # A microsecond of slack keeps k/fps landing on frame k despite float rounding.
+        i = int(np.searchsorted(self._seconds, float(seconds) + 1e-6, side="right")) - 1
+        return min(max(i, 0), len(self._pts) - 1)
+
+    # -- random access ----------------------------------------------------------------------
+
+    def frame_at(self, index: int, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Frame ``index`` (0-based, presentation order) as read-only RGB.
+
+        Args:
+            index: frame number.
+            size: output ``(width, height)``; default the reader's ``size`` or display size.
+
+        Raises:
+            IndexError: no such frame.
+            CorruptMedia: the frame cannot be decoded.
+        """
+        self._check_index(index)
+        out_size = self._out_size(size)
+        key = (index, out_size)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        with self._lock:
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached
+            frame = self._decode_index(index)
+            return self.cache.put(key, self._to_rgb(frame, out_size))
+
+    def frame_at_time(self, seconds: float | Fraction, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The frame on screen at ``seconds``; see :meth:`frame_at`."""
+        return self.frame_at(self.index_at_time(seconds), size)
+
+    # -- sequential access ------------------------------------------------------------------
+
+    def iter_frames(
+        self, start: int = 0, end: int | None = None, size: tuple[int, int] | None = None
+    ) -> Iterator[np.ndarray]:
+        """Frames ``start`` .. ``end - 1`` in order, decoded in one pass (not cached).
+
+        A frame that fails to decode inside a damaged file is replaced by the previous good
+        one, so the count is always ``end - start``.
+
+        Raises:
+            IndexError: ``start``/``end`` outside the clip.
+            CorruptMedia: the first frame cannot be decoded.
+        """
+        end = len(self._pts) if end is None else end
+        if not 0 <= start <= end <= len(self._pts):
+            raise IndexError(f"{self.path.name}: frames {start}..{end} outside 0..{len(self._pts)}")
+        if start == end:
+            return
+        out_size = self._out_size(size)
+        container = open_container(self.path)
+        try:
+            stream = self._configure(container)
+            container.seek(self._key_pts_before(int(self._pts[start])), stream=stream, backward=True)
+            expected = start
+            previous: np.ndarray | None = None
+            for frame in self._decode(container, stream):
+                index = self._pts_to_index.get(self._frame_pts(frame))
+                if index is None or index < expected:
+                    continue
+                rgb = self._to_rgb(frame, out_size)
+                if index > expected and previous is None:
+                    raise CorruptMedia(self.path, f"frame {expected} cannot be decoded")
+                while expected < min(index, end):
+                    assert previous is not None
+                    yield previous
+                    expected += 1
+                if expected >= end:
+                    return
+                yield rgb
+                previous = rgb
+                expected += 1
+                if expected >= end:
+                    return
+            if previous is None:
+                raise CorruptMedia(self.path, f"frame {expected} cannot be decoded")
+            while expected < end:
+                yield previous
+                expected += 1
+        finally:
+            container.close()
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._live = None
+            self._container.close()
+            self.cache.clear()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _configure(self, container: Any) -> Any:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = self._threads
+        return stream
+
+    def _scan(self) -> tuple[np.ndarray, np.ndarray]:
+        """Presentation timestamps of all frames and of the keyframes, sorted."""
+        pts: list[int] = []
+        keys: list[int] = []
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.size == 0 or packet.is_discard:
+                    continue
+                stamp = packet.pts if packet.pts is not None else packet.dts
+                if stamp is None:
+                    continue
+                pts.append(int(stamp))
+                if packet.is_keyframe:
+                    keys.append(int(stamp))
+        except av.FFmpegError as exc:
+            if not pts:
+                raise CorruptMedia(self.path, f"cannot read the video stream ({exc})") from exc
+            # A truncated tail: keep the frames we could index.
+        if not pts:
+            raise EmptyMedia(self.path, "the video stream has no frames")
+        ordered = np.unique(np.asarray(pts, dtype=np.int64))
+        if not keys:
+            keys = [int(ordered[0])]
+        key_arr = np.unique(np.asarray(keys, dtype=np.int64))
+        self._container.seek(0)
+        return ordered, key_arr
+
+    def _key_pts_before(self, pts: int) -> int:
+        i = int(np.searchsorted(self._key_pts, pts, side="right")) - 1
+        return int(self._key_pts[max(i, 0)])
+
+    def _decode(self, container: Any, stream: Any) -> Iterator[Any]:
+        try:
+            yield from container.decode(stream)
+        except av.FFmpegError as exc:
+            raise CorruptMedia(self.path, f"video data cannot be decoded ({exc})") from exc
+
+    @staticmethod
+    def _frame_pts(frame: Any) -> int:
+        stamp = frame.pts if frame.pts is not None else frame.dts
+        return int(stamp) if stamp is not None else -1
+
+    def _decode_index(self, index: int) -> Any:
+        """Decode frame ``index`` (lock held): continue the running decoder or seek."""
+        target = int(self._pts[index])
+        k = int(np.searchsorted(self._key_pts, target, side="right")) - 1
+        # Keyframes to start from: the nearest one, then (if the frame did not come out, as
+        # with open GOPs or damaged data) the one before it, then the very first.
+        starts = list(dict.fromkeys(int(self._key_pts[j]) for j in (max(k, 0), max(k - 1, 0), 0)))
+        live_pts = self._live_pts
+        reuse = self._live is not None and live_pts is not None and starts[0] <= live_pts < target
+        for attempt, key in enumerate(starts):
+            if not (reuse and attempt == 0):
+                self._seek(key)
+            assert self._live is not None
+            for frame in self._live:
+                stamp = self._frame_pts(frame)
+                self._live_pts = stamp
+                if stamp == target:
+                    return frame
+                if stamp > target:
+                    break
+            self._live = None
+            self._live_pts = None
+        raise CorruptMedia(self.path, f"frame {index} cannot be decoded")
+
+    def _seek(self, key_pts: int) -> None:
+        self._container.seek(key_pts, stream=self._stream, backward=True, any_frame=False)
+        self._live = self._decode(self._container, self._stream)
+        self._live_pts = None
+
+    def _out_size(self, size: tuple[int, int] | None) -> tuple[int, int] | None:
+        size = size if size is not None else self.size
+        if size is None:
+            return None
+        width, height = int(size[0]), int(size[1])
+        if width <= 0 or height <= 0:
+            raise ValueError(f"output size must be positive, got {width}x{height}")
+        return width, height
+
+    def _to_rgb(self, frame: Any, out_size: tuple[int, int] | None) -> np.ndarray:
+        rotation = self.rotation
+        if out_size is None:
+            rgb = frame.to_ndarray(format="rgb24")
+        else:
+            w, h = out_size if rotation not in (90, 270) else (out_size[1], out_size[0])
+            rgb = frame.to_ndarray(format="rgb24", width=w, height=h)
+        if rotation:
+            rgb = np.rot90(rgb, k=-(rotation // 90))
+        return np.ascontiguousarray(rgb)
+
+    def _check_index(self, index: int) -> None:
+        if not 0 <= index < len(self._pts):
+            raise IndexError(f"{self.path.name}: frame {index} is outside 0..{len(self._pts) - 1}")
+
+    def _estimated_rate(self) -> Fraction:
+        if len(self._seconds) > 1 and self._seconds[-1] > 0:
+            return Fraction((len(self._seconds) - 1) / self._seconds[-1]).limit_denominator(1001)
+        return Fraction(24)
