@@ -22,7 +22,7 @@ Imports torch and ``models.wan.attention``. Never imports PySide6 or ``app``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -348,6 +348,7 @@ class ExtensionTransformer(nn.Module):
         context: torch.Tensor,
         *,
         round_between_blocks: bool | None = None,
+        between_blocks: Callable[[], None] | None = None,
     ) -> torch.Tensor:
         """Flow prediction.
 
@@ -358,6 +359,8 @@ class ExtensionTransformer(nn.Module):
             t: ``[B, total latent frames]`` int64 timesteps in token order (condition frames: 0).
             context: ``[B, L_text, text_dim]`` masked text-encoder states.
             round_between_blocks: override :attr:`round_between_blocks` for this call.
+            between_blocks: called before every block (the pipelines pass their cancel check, so a
+                cancel is honoured within a step).
 
         Returns:
             float32 ``[B, out_dim, F_out, H, W]``.
@@ -366,8 +369,8 @@ class ExtensionTransformer(nn.Module):
         if weight_dtype in (torch.bfloat16, torch.float16):
             device_type = self.patch_embedding.weight.device.type
             with torch.autocast(device_type=device_type, dtype=weight_dtype):
-                return self._forward(x, t, context, round_between_blocks)
-        return self._forward(x, t, context, round_between_blocks)
+                return self._forward(x, t, context, round_between_blocks, between_blocks)
+        return self._forward(x, t, context, round_between_blocks, between_blocks)
 
     def _forward(
         self,
@@ -375,6 +378,7 @@ class ExtensionTransformer(nn.Module):
         t: torch.Tensor,
         context: torch.Tensor,
         round_between_blocks: bool | None,
+        between_blocks: Callable[[], None] | None,
     ) -> torch.Tensor:
         cfg = self.config
         round_output = self.round_between_blocks if round_between_blocks is None else round_between_blocks
@@ -414,6 +418,8 @@ class ExtensionTransformer(nn.Module):
 
         hidden = tokens
         for block in self.blocks:
+            if between_blocks is not None:
+                between_blocks()
             hidden = block(hidden, e0, rope, text, round_output)
         out = self.head(hidden, e)
 
