@@ -105,7 +105,9 @@ def load_audio(
 def check_duration(seconds: float, max_seconds: float = MAX_SECONDS) -> None:
     """Raise :class:`AudioError` unless ``MIN_SECONDS <= seconds <= max_seconds``."""
     if seconds < MIN_SECONDS:
-        raise AudioError(f"the audio is {seconds:.2f} s long; the talking avatar needs at least {MIN_SECONDS} s")
+        raise AudioError(
+            f"the audio is {seconds:.2f} s long; the talking avatar needs at least {MIN_SECONDS} s"
+        )
     if seconds > max_seconds:
         raise AudioError(
             f"the audio is {seconds:.1f} s long; the talking avatar accepts at most {max_seconds:g} s "
@@ -133,4 +135,4 @@ def linear_interpolation(features: torch.Tensor, seq_len: int) -> torch.Tensor:
 
 def video_frames_for(num_samples: int, sample_rate: int = SAMPLE_RATE, fps: int = 25) -> int:
     """Number of video frames the audio drives: ``ceil(seconds * fps)``."""
-    return int(math.ceil(num_samples / sample_rate * fps))
+    return math.ceil(num_samples / sample_rate * fps)

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.wan.attention import attention
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CHECKPOINT_NAME = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
@@ -74,9 +76,8 @@ class VisionAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, c = x.shape
-        q, k, v = self.to_qkv(x).view(b, s, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(b, s, c))
+        q, k, v = self.to_qkv(x).view(b, s, 3, self.num_heads, c // self.num_heads).unbind(2)
+        return self.proj(attention(q, k, v).reshape(b, s, c))
 
 
 class VisionBlock(nn.Module):
@@ -101,7 +102,9 @@ class VisionTower(nn.Module):
         super().__init__()
         dim = config.vision_dim
         patches = (config.image_size // config.patch_size) ** 2
-        self.patch_embedding = nn.Conv2d(3, dim, kernel_size=config.patch_size, stride=config.patch_size, bias=False)
+        self.patch_embedding = nn.Conv2d(
+            3, dim, kernel_size=config.patch_size, stride=config.patch_size, bias=False
+        )
         self.cls_embedding = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embedding = nn.Parameter(torch.zeros(1, patches + 1, dim))
         self.pre_norm = LayerNorm32(dim, eps=config.norm_eps)
@@ -151,7 +154,9 @@ class TextTower(nn.Module):
         self.blocks = nn.ModuleList([TextBlock(dim, config.norm_eps) for _ in range(config.text_layers)])
         self.norm = nn.LayerNorm(dim, eps=config.norm_eps)
         mid = (dim + config.embed_dim) // 2
-        self.head = nn.Sequential(nn.Linear(dim, mid, bias=False), nn.GELU(), nn.Linear(mid, config.embed_dim, bias=False))
+        self.head = nn.Sequential(
+            nn.Linear(dim, mid, bias=False), nn.GELU(), nn.Linear(mid, config.embed_dim, bias=False)
+        )
 
 
 class WanClip(nn.Module):
@@ -169,7 +174,9 @@ def preprocess(videos: torch.Tensor, image_size: int = 224) -> torch.Tensor:
     """[B, 3, F, H, W] pixels in [-1, 1] -> [B*F, 3, S, S] CLIP input: bicubic squash to S x S (no crop, no
     antialias, ``align_corners=False``), then [0, 1], then the CLIP mean/std."""
     frames = videos.transpose(1, 2).reshape(-1, videos.shape[1], videos.shape[3], videos.shape[4])
-    resized = F.interpolate(frames.float(), size=(image_size, image_size), mode="bicubic", align_corners=False)
+    resized = F.interpolate(
+        frames.float(), size=(image_size, image_size), mode="bicubic", align_corners=False
+    )
     resized = resized * 0.5 + 0.5
     mean = torch.tensor(CLIP_MEAN, dtype=resized.dtype, device=resized.device).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD, dtype=resized.dtype, device=resized.device).view(1, 3, 1, 1)

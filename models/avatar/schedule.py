@@ -33,7 +33,9 @@ def avatar_timesteps(
     if steps < 1:
         raise ValueError(f"the avatar sampler needs at least one step, got {steps}")
     raw = [*np.linspace(num_timesteps, 1, steps, dtype=np.float32).tolist(), 0.0]
-    values = [shift_timestep(torch.tensor([value], dtype=torch.float32), shift, num_timesteps) for value in raw]
+    values = [
+        shift_timestep(torch.tensor([value], dtype=torch.float32), shift, num_timesteps) for value in raw
+    ]
     return torch.cat(values)
 
 

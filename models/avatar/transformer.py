@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.wan.attention import attention as wan_attention
+
 IMAGE_TOKENS = 257  # CLIP ViT-H/14 at 224 px: class token + 16 x 16 patches; hard-wired in the official code
 ROPE_POSITIONS = 1024
 
@@ -68,7 +70,9 @@ class AvatarTransformerConfig:
             values["patch_size"] = tuple(values["patch_size"])
         config = cls(**values)
         if config.model_type != "i2v":
-            raise ValueError(f"the avatar transformer needs model_type 'i2v', the config says {config.model_type!r}")
+            raise ValueError(
+                f"the avatar transformer needs model_type 'i2v', the config says {config.model_type!r}"
+            )
         return config
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,7 +113,7 @@ def apply_rope(x: torch.Tensor, grid: tuple[int, int, int], freqs: torch.Tensor)
 
     Returns float32 (as the official code does, whatever the input dtype)."""
     frames, height, width = grid
-    batch, length, heads, head_dim = x.shape
+    batch, _, heads, head_dim = x.shape
     half = head_dim // 2
     split = [half - 2 * (half // 3), half // 3, half // 3]
     f_part, h_part, w_part = freqs.to(x.device).split(split, dim=1)
@@ -128,10 +132,9 @@ def apply_rope(x: torch.Tensor, grid: tuple[int, int, int], freqs: torch.Tensor)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Full unmasked attention on [B, L, heads, head_dim] tensors (scale 1/sqrt(head_dim))."""
-    q, k = q.to(v.dtype), k.to(v.dtype)
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-    return out.transpose(1, 2)
+    """Full unmasked attention on [B, L, heads, head_dim] tensors (scale 1/sqrt(head_dim)) in the dtype of
+    ``v`` (the rotary embedding hands q/k back in float32, the official kernels take the weight dtype)."""
+    return wan_attention(q.to(v.dtype), k.to(v.dtype), v)
 
 
 class RMSNorm(nn.Module):
@@ -205,7 +208,9 @@ class ImageTextCrossAttention(nn.Module):
         image, text = context[:, :IMAGE_TOKENS], context[:, IMAGE_TOKENS:]
         q = self.norm_q(self.q(x)).view(heads)
         text_out = attention(q, self.norm_k(self.k(text)).view(heads), self.v(text).view(heads))
-        image_out = attention(q, self.norm_k_img(self.k_img(image)).view(heads), self.v_img(image).view(heads))
+        image_out = attention(
+            q, self.norm_k_img(self.k_img(image)).view(heads), self.v_img(image).view(heads)
+        )
         return self.o(text_out.flatten(2) + image_out.flatten(2))
 
 
@@ -225,7 +230,9 @@ class AudioCrossAttention(nn.Module):
         batch, length, dim = x.shape
         rows = x.reshape(batch * frames, length // frames, dim)
         q = self.q_linear(rows).view(rows.shape[0], rows.shape[1], self.num_heads, self.head_dim)
-        kv = self.kv_linear(audio_tokens).view(audio_tokens.shape[0], audio_tokens.shape[1], 2, self.num_heads, -1)
+        kv = self.kv_linear(audio_tokens).view(
+            audio_tokens.shape[0], audio_tokens.shape[1], 2, self.num_heads, -1
+        )
         out = attention(q, kv[:, :, 0], kv[:, :, 1]).reshape(rows.shape)
         return self.proj(out).reshape(batch, length, dim)
 
@@ -239,10 +246,14 @@ class AvatarBlock(nn.Module):
         self.norm3 = LayerNorm32(dim, eps, elementwise_affine=True)
         self.cross_attn = ImageTextCrossAttention(dim, config.num_heads, eps)
         self.norm2 = LayerNorm32(dim, eps)
-        self.ffn = nn.Sequential(nn.Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(config.ffn_dim, dim))
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(config.ffn_dim, dim)
+        )
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
         self.audio_cross_attn = AudioCrossAttention(dim, config.output_dim, config.num_heads)
-        self.norm_x = LayerNorm32(dim, eps, elementwise_affine=True) if config.norm_input_visual else nn.Identity()
+        self.norm_x = (
+            LayerNorm32(dim, eps, elementwise_affine=True) if config.norm_input_visual else nn.Identity()
+        )
 
     def forward(
         self,
@@ -282,7 +293,11 @@ class ImageProjection(nn.Module):
     def __init__(self, clip_dim: int, dim: int) -> None:
         super().__init__()
         self.proj = nn.Sequential(
-            nn.LayerNorm(clip_dim), nn.Linear(clip_dim, clip_dim), nn.GELU(), nn.Linear(clip_dim, dim), nn.LayerNorm(dim)
+            nn.LayerNorm(clip_dim),
+            nn.Linear(clip_dim, clip_dim),
+            nn.GELU(),
+            nn.Linear(clip_dim, dim),
+            nn.LayerNorm(dim),
         )
 
     def forward(self, clip_features: torch.Tensor) -> torch.Tensor:
@@ -301,7 +316,9 @@ class AudioProjection(nn.Module):
         self.context_tokens = config.context_tokens
         self.output_dim = config.output_dim
         self.proj1 = nn.Linear(config.audio_window * per_entry, config.intermediate_dim)
-        self.proj1_vf = nn.Linear((config.audio_window + config.vae_scale - 1) * per_entry, config.intermediate_dim)
+        self.proj1_vf = nn.Linear(
+            (config.audio_window + config.vae_scale - 1) * per_entry, config.intermediate_dim
+        )
         self.proj2 = nn.Linear(config.intermediate_dim, config.intermediate_dim)
         self.proj3 = nn.Linear(config.intermediate_dim, config.context_tokens * config.output_dim)
         self.norm = nn.LayerNorm(config.output_dim) if config.norm_output_audio else nn.Identity()
@@ -318,7 +335,9 @@ class AudioProjection(nn.Module):
         return self.norm(tokens).reshape(batch, frames, self.context_tokens, self.output_dim)
 
 
-def gather_audio_windows(audio: torch.Tensor, window: int, vae_scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_audio_windows(
+    audio: torch.Tensor, window: int, vae_scale: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Split per-video-frame windows [B, 1 + vae_scale*(T-1), window, layers, channels] into frame 0's
     window and, per later latent frame, the first frame's entries [0..mid], the middle frames' centre
     entry and the last frame's entries [mid..window-1] (a contiguous run of audio positions)."""
@@ -347,7 +366,9 @@ class AvatarTransformer(nn.Module):
             raise ValueError("dim must split into an even head size")
         self.config = config
         dim = config.dim
-        self.patch_embedding = nn.Conv3d(config.in_dim, dim, kernel_size=config.patch_size, stride=config.patch_size)
+        self.patch_embedding = nn.Conv3d(
+            config.in_dim, dim, kernel_size=config.patch_size, stride=config.patch_size
+        )
         self.text_embedding = nn.Sequential(
             nn.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim)
         )
@@ -394,7 +415,9 @@ class AvatarTransformer(nn.Module):
         hidden = patches.flatten(2).transpose(1, 2)
 
         if context.shape[0] > config.text_len:
-            raise ValueError(f"text context has {context.shape[0]} rows, the model takes at most {config.text_len}")
+            raise ValueError(
+                f"text context has {context.shape[0]} rows, the model takes at most {config.text_len}"
+            )
         padded = torch.cat([context, context.new_zeros(config.text_len - context.shape[0], context.shape[1])])
         text = self.text_embedding(padded.unsqueeze(0).to(dtype))
         full_context = torch.cat([self.img_emb(clip_features.to(dtype)), text], dim=1).to(hidden.dtype)

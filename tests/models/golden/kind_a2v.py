@@ -10,10 +10,21 @@ import torch
 from models.avatar.transformer import AvatarTransformer, AvatarTransformerConfig
 
 # Submodules whose outputs the case records as ``intermediate.<name>``.
-HOOKED = ("time_projection", "patch_embedding", "text_embedding", "img_emb", "audio_proj", "blocks.0", "blocks.1", "head")
+HOOKED = (
+    "time_projection",
+    "patch_embedding",
+    "text_embedding",
+    "img_emb",
+    "audio_proj",
+    "blocks.0",
+    "blocks.1",
+    "head",
+)
 
 
-def run(meta: dict[str, Any], weights: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def run(
+    meta: dict[str, Any], weights: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     clip_dim = inputs["clip_fea"].shape[-1]
     _, _, _, layers, channels = inputs["audio"].shape
     config = AvatarTransformerConfig.from_dict(

@@ -9,7 +9,9 @@ import torch
 from models.avatar.audio import linear_interpolation, loudness_norm
 
 
-def run(meta: dict[str, Any], weights: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def run(
+    meta: dict[str, Any], weights: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     out = {}
     for length in meta["config"]["interp_lengths"]:
         out[f"linear_interpolation_{length}"] = linear_interpolation(inputs["features"].float(), int(length))

@@ -9,7 +9,9 @@ import torch
 from models.avatar.schedule import avatar_timesteps
 
 
-def run(meta: dict[str, Any], weights: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def run(
+    meta: dict[str, Any], weights: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     out = {}
     for steps, shift in meta["config"]["grid"]:
         out[f"s{steps}_shift{shift:g}.timesteps"] = avatar_timesteps(int(steps), float(shift))

@@ -11,7 +11,9 @@ from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor
 from models.avatar.wav2vec2 import VideoRateWav2Vec2, audio_embedding
 
 
-def run(meta: dict[str, Any], weights: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def run(
+    meta: dict[str, Any], weights: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     model = VideoRateWav2Vec2(Wav2Vec2Config(**meta["config"])).float().eval()
     model.load_state_dict({key: value.float() for key, value in weights.items()}, strict=True)
     extractor = Wav2Vec2FeatureExtractor(**meta["feature_extractor_config"])

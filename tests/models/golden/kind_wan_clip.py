@@ -12,7 +12,9 @@ from models.avatar.clip import ClipConfig, load_clip_vision, preprocess
 HOOKED = ("patch_embedding", "pre_norm", "transformer.0", "transformer.1")
 
 
-def run(meta: dict[str, Any], weights: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def run(
+    meta: dict[str, Any], weights: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     config = ClipConfig.from_dict(meta["config"])
     encoder = load_clip_vision({k: v.float() for k, v in weights.items()}, config, dtype=torch.float32)
 
