@@ -499,9 +499,12 @@ def _load_text_encoder(
 ) -> PromptEncoder:
     from models.wan.t5 import WanT5Encoder
 
-    return WanT5Encoder.from_pth(  # type: ignore[no-any-return]
-        root / T5_FILE, root / TOKENIZER_DIR, device=device, dtype=dtype, config=dict(config) if config else None
-    )
+    # The encoder's sizes are read from the file's tensor shapes, so ``config`` (the sizes the
+    # official code hard-codes) is only checked, not needed.
+    encoder = WanT5Encoder.from_pth(root / T5_FILE, root / TOKENIZER_DIR, device=device, dtype=dtype)
+    if config and "dim" in config and encoder.model.token_embedding.weight.shape[1] != config["dim"]:
+        raise ValueError(f"text encoder width {encoder.model.token_embedding.weight.shape[1]} != {config['dim']}")
+    return encoder
 
 
 def _new_scheduler() -> Scheduler:
