@@ -1,0 +1,224 @@
+"""Waveform peak pyramids: min/max envelopes at several zoom levels, built in one numpy pass
+and cached on disk beside the project.
+
+Level 0 holds the min and max of every :data:`BASE_BUCKET` samples (all channels together);
+each further level folds :data:`FANOUT` buckets of the level below. ``peaks(start, end, n)``
+picks the coarsest level that still has at least one bucket per column and reduces it to
+exactly ``n`` columns, so drawing cost depends on the widget width, not the file length.
+
+Disk cache: ``<project>.cache/peaks/<key>.npz`` where the key hashes the media file's absolute
+path, size and modification time: editing or replacing the file invalidates it.
+
+Pure Python: must not import Qt, torch, ``app`` or ``models``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.media.audio import load_audio
+from core.media.writer import temp_path_for
+
+__all__ = [
+    "BASE_BUCKET",
+    "FANOUT",
+    "PeakPyramid",
+    "build_peaks",
+    "cache_dir_for_project",
+    "load_or_build_peaks",
+]
+
+BASE_BUCKET = 64
+"""Samples per level-0 bucket (750 columns per second at 48 kHz: deeper than any timeline zoom)."""
+FANOUT = 4
+"""Buckets of one level folded into one bucket of the next."""
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PeakPyramid:
+    """Min/max envelopes of a sound at several resolutions.
+
+    Attributes:
+        rate: sample rate of the analysed audio.
+        length: number of samples analysed.
+        mins, maxs: one float32 array per level; level ``k`` has buckets of
+            ``BASE_BUCKET * FANOUT**k`` samples.
+    """
+
+    rate: int
+    length: int
+    mins: tuple[np.ndarray, ...]
+    maxs: tuple[np.ndarray, ...]
+
+    @property
+    def duration(self) -> float:
+        return self.length / self.rate
+
+    def bucket_size(self, level: int) -> int:
+        return BASE_BUCKET * FANOUT**level
+
+    def peaks(self, start_s: float, end_s: float, n_columns: int) -> tuple[np.ndarray, np.ndarray]:
+        """Envelope of ``[start_s, end_s)`` as ``n_columns`` (min, max) pairs.
+
+        Columns outside the sound are 0. When a column is narrower than a level-0 bucket the
+        bucket's values are repeated.
+
+        Returns:
+            ``(mins, maxs)``, float32 arrays of length ``n_columns``.
+        """
+        if n_columns <= 0 or end_s <= start_s:
+            empty = np.zeros(max(n_columns, 0), np.float32)
+            return empty, empty.copy()
+        per_column = (end_s - start_s) * self.rate / n_columns
+        level = 0
+        while level + 1 < len(self.mins) and self.bucket_size(level + 1) <= per_column:
+            level += 1
+        size = self.bucket_size(level)
+        mins, maxs = self.mins[level], self.maxs[level]
+        # Bucket boundaries of each column at this level.
+        edges = (start_s * self.rate + np.arange(n_columns + 1) * per_column) / size
+        lo = np.floor(edges[:-1]).astype(np.int64)
+        hi = np.maximum(np.ceil(edges[1:]).astype(np.int64), lo + 1)
+        out_min = np.zeros(n_columns, np.float32)
+        out_max = np.zeros(n_columns, np.float32)
+        inside = (hi > 0) & (lo < len(mins))
+        if not inside.any():
+            return out_min, out_max
+        lo_c = np.clip(lo, 0, len(mins) - 1)
+        hi_c = np.clip(hi, 1, len(mins))
+        if per_column <= size:
+            # At most a bucket or two per column: take the bucket under each column start.
+            out_min[inside] = mins[lo_c[inside]]
+            out_max[inside] = maxs[lo_c[inside]]
+            return out_min, out_max
+        # Several buckets per column: one vectorised reduceat over the columns' bucket runs.
+        idx = np.flatnonzero(inside)
+        starts = lo_c[idx]
+        stops = hi_c[idx]
+        out_min[idx] = _reduce_runs(np.minimum, mins, starts, stops)
+        out_max[idx] = _reduce_runs(np.maximum, maxs, starts, stops)
+        return out_min, out_max
+
+    def save(self, path: Path) -> None:
+        """Write the pyramid atomically as .npz."""
+        arrays = {f"min{k}": m for k, m in enumerate(self.mins)}
+        arrays.update({f"max{k}": m for k, m in enumerate(self.maxs)})
+        meta = np.array([_FORMAT_VERSION, self.rate, self.length, len(self.mins)], dtype=np.int64)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = temp_path_for(path)
+        try:
+            with open(temp, "wb") as handle:
+                np.savez(handle, meta=meta, **arrays)
+            os.replace(temp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+
+    @classmethod
+    def load(cls, path: Path) -> PeakPyramid | None:
+        """Read a saved pyramid; ``None`` if missing, damaged or of another format version."""
+        try:
+            with np.load(path) as data:
+                version, rate, length, levels = (int(v) for v in data["meta"])
+                if version != _FORMAT_VERSION:
+                    return None
+                mins = tuple(np.asarray(data[f"min{k}"], np.float32) for k in range(levels))
+                maxs = tuple(np.asarray(data[f"max{k}"], np.float32) for k in range(levels))
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+            return None
+        return cls(rate=rate, length=length, mins=mins, maxs=maxs)
+
+
+def _reduce_runs(op: np.ufunc, values: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """Reduce each column's buckets: column ``i`` takes ``[starts[i], starts[i+1])`` (the last one
+    ``[starts[-1], stops[-1])``), so a bucket split between two columns counts once."""
+    first = int(starts[0])
+    window = values[first : int(stops[-1])]
+    return np.asarray(op.reduceat(window, starts - first), np.float32)
+
+
+def build_peaks(samples: np.ndarray, rate: int, *, min_buckets: int = 64) -> PeakPyramid:
+    """Build the pyramid of ``samples`` (``[n]`` or ``[n, channels]``, any float dtype).
+
+    Levels are added until the coarsest has at most ``min_buckets`` buckets.
+    """
+    data = np.asarray(samples)
+    if data.ndim == 1:
+        data = data[:, None]
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    n, channels = data.shape
+    whole = n // BASE_BUCKET
+    # Row-major [n, c] reshaped to [buckets, BASE_BUCKET * c] puts one bucket (all channels) per row.
+    body = data[: whole * BASE_BUCKET].reshape(whole, BASE_BUCKET * channels)
+    mins0 = body.min(axis=1) if whole else np.zeros(0, np.float32)
+    maxs0 = body.max(axis=1) if whole else np.zeros(0, np.float32)
+    if n % BASE_BUCKET:
+        tail = data[whole * BASE_BUCKET :]
+        mins0 = np.append(mins0, tail.min())
+        maxs0 = np.append(maxs0, tail.max())
+    mins: list[np.ndarray] = [mins0.astype(np.float32)]
+    maxs: list[np.ndarray] = [maxs0.astype(np.float32)]
+    while len(mins[-1]) > min_buckets:
+        mins.append(_fold(mins[-1], np.minimum))
+        maxs.append(_fold(maxs[-1], np.maximum))
+    return PeakPyramid(rate=int(rate), length=int(n), mins=tuple(mins), maxs=tuple(maxs))
+
+
+def _fold(values: np.ndarray, op: np.ufunc) -> np.ndarray:
+    whole = len(values) // FANOUT
+    out = op.reduce(values[: whole * FANOUT].reshape(whole, FANOUT), axis=1)
+    if len(values) % FANOUT:
+        out = np.append(out, op.reduce(values[whole * FANOUT :]))
+    return np.asarray(out, np.float32)
+
+
+def cache_dir_for_project(project_path: str | os.PathLike[str]) -> Path:
+    """The cache folder beside a project file: ``film.srproj`` -> ``film.srproj.cache``."""
+    p = Path(project_path)
+    return p.with_name(p.name + ".cache")
+
+
+def _cache_key(media: Path) -> str:
+    st = media.stat()
+    ident = f"{media.resolve()}|{st.st_size}|{st.st_mtime_ns}|v{_FORMAT_VERSION}|b{BASE_BUCKET}"
+    return hashlib.sha1(ident.encode("utf-8")).hexdigest()
+
+
+def load_or_build_peaks(
+    media: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None
+) -> PeakPyramid:
+    """Peaks of a media file's audio, from ``cache_dir/peaks`` when fresh, else built and saved.
+
+    Call from a worker thread: decoding a long file takes a moment.
+
+    Args:
+        media: audio or video file with sound.
+        cache_dir: the project's cache folder (see :func:`cache_dir_for_project`); ``None``
+            disables the disk cache.
+
+    Raises:
+        The errors of :func:`core.media.audio.load_audio` (missing file, no audio, ...).
+        A cache that cannot be written is ignored (the peaks are still returned).
+    """
+    path = Path(media)
+    target = None
+    if cache_dir is not None:
+        with contextlib.suppress(OSError):
+            target = Path(cache_dir) / "peaks" / f"{_cache_key(path)}.npz"
+            cached = PeakPyramid.load(target)
+            if cached is not None:
+                return cached
+    audio = load_audio(path)
+    pyramid = build_peaks(audio.samples, audio.rate)
+    if target is not None:
+        with contextlib.suppress(OSError):
+            pyramid.save(target)
+    return pyramid
