@@ -16,6 +16,8 @@ is imported lazily, inside the functions that need it.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import enum
 import hashlib
 import json
@@ -64,7 +66,7 @@ def download_command(task: Task | str) -> str:
 # Registry
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     MISSING = "missing"
     PARTIAL = "partial"
     READY = "ready"
@@ -112,15 +114,31 @@ class Requirement:
         return name.endswith((".safetensors", ".safetensors.index.json")) or name in self.alternatives
 
 
-def _tokenizer(folder: str, component: str, *, model_file: str, tasks: tuple[Task, ...] = (),
-               shared: str | None = None, optional: bool = False) -> tuple[Requirement, ...]:
+def _tokenizer(
+    folder: str,
+    component: str,
+    *,
+    model_file: str,
+    tasks: tuple[Task, ...] = (),
+    shared: str | None = None,
+    optional: bool = False,
+) -> tuple[Requirement, ...]:
     return (
-        Requirement(f"{folder}/tokenizer_config.json", component, 3_000, tasks=tasks, shared=shared,
-                    optional=optional),
-        Requirement(f"{folder}/tokenizer.json", component, 17 * MB, alternatives=(f"{folder}/{model_file}",),
-                    tasks=tasks, shared=shared, optional=optional),
-        Requirement(f"{folder}/special_tokens_map.json", component, 3_000, optional=True, tasks=tasks,
-                    shared=shared),
+        Requirement(
+            f"{folder}/tokenizer_config.json", component, 3_000, tasks=tasks, shared=shared, optional=optional
+        ),
+        Requirement(
+            f"{folder}/tokenizer.json",
+            component,
+            17 * MB,
+            alternatives=(f"{folder}/{model_file}",),
+            tasks=tasks,
+            shared=shared,
+            optional=optional,
+        ),
+        Requirement(
+            f"{folder}/special_tokens_map.json", component, 3_000, optional=True, tasks=tasks, shared=shared
+        ),
     )
 
 
@@ -156,11 +174,16 @@ class ModelRepo:
 
 
 _EXT = (Task.SINGLE_SHOT_EXTENSION, Task.SHOT_SWITCHING_EXTENSION)
-_WAN_T5 = Requirement("models_t5_umt5-xxl-enc-bf16.pth", "text encoder (UMT5-XXL, Wan format)", 11_360 * MB,
-                      shared="wan-umt5-xxl")
+_WAN_T5 = Requirement(
+    "models_t5_umt5-xxl-enc-bf16.pth",
+    "text encoder (UMT5-XXL, Wan format)",
+    11_360 * MB,
+    shared="wan-umt5-xxl",
+)
 _WAN_VAE = Requirement("Wan2.1_VAE.pth", "VAE (Wan2.1)", 508 * MB, shared="wan2.1-vae")
-_UMT5_TOKENIZER = _tokenizer("google/umt5-xxl", "T5 tokenizer", model_file="spiece.model",
-                             shared="umt5-xxl-tokenizer")
+_UMT5_TOKENIZER = _tokenizer(
+    "google/umt5-xxl", "T5 tokenizer", model_file="spiece.model", shared="umt5-xxl-tokenizer"
+)
 
 REPOS: tuple[ModelRepo, ...] = (
     ModelRepo(
@@ -190,14 +213,32 @@ REPOS: tuple[ModelRepo, ...] = (
         tasks=_EXT,
         layout="original Wan format",
         requirements=(
-            Requirement("transformer/config.json", "single-shot transformer", 1_000,
-                        tasks=(Task.SINGLE_SHOT_EXTENSION,)),
-            Requirement("transformer", "single-shot transformer (14B)", 28_600 * MB, kind="weights",
-                        tasks=(Task.SINGLE_SHOT_EXTENSION,)),
-            Requirement("shot_transformer/config.json", "shot-switching transformer", 1_000,
-                        tasks=(Task.SHOT_SWITCHING_EXTENSION,)),
-            Requirement("shot_transformer", "shot-switching transformer (14B)", 28_600 * MB, kind="weights",
-                        tasks=(Task.SHOT_SWITCHING_EXTENSION,)),
+            Requirement(
+                "transformer/config.json",
+                "single-shot transformer",
+                1_000,
+                tasks=(Task.SINGLE_SHOT_EXTENSION,),
+            ),
+            Requirement(
+                "transformer",
+                "single-shot transformer (14B)",
+                28_600 * MB,
+                kind="weights",
+                tasks=(Task.SINGLE_SHOT_EXTENSION,),
+            ),
+            Requirement(
+                "shot_transformer/config.json",
+                "shot-switching transformer",
+                1_000,
+                tasks=(Task.SHOT_SWITCHING_EXTENSION,),
+            ),
+            Requirement(
+                "shot_transformer",
+                "shot-switching transformer (14B)",
+                28_600 * MB,
+                kind="weights",
+                tasks=(Task.SHOT_SWITCHING_EXTENSION,),
+            ),
             _WAN_VAE,
             _WAN_T5,
             *_UMT5_TOKENIZER,
@@ -216,15 +257,27 @@ REPOS: tuple[ModelRepo, ...] = (
             _WAN_VAE,
             _WAN_T5,
             *_UMT5_TOKENIZER,
-            Requirement("models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth", "image encoder (CLIP ViT-H/14)",
-                        4_770 * MB),
+            Requirement(
+                "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
+                "image encoder (CLIP ViT-H/14)",
+                4_770 * MB,
+            ),
             # The official code loads this tokenizer but never uses it: reported, never blocking.
-            *_tokenizer("xlm-roberta-large", "CLIP text tokenizer (unused)", model_file="sentencepiece.bpe.model",
-                        optional=True),
+            *_tokenizer(
+                "xlm-roberta-large",
+                "CLIP text tokenizer (unused)",
+                model_file="sentencepiece.bpe.model",
+                optional=True,
+            ),
             Requirement("chinese-wav2vec2-base/config.json", "audio encoder (wav2vec2)", 2_000),
             Requirement("chinese-wav2vec2-base/preprocessor_config.json", "audio encoder (wav2vec2)", 1_000),
-            Requirement("chinese-wav2vec2-base", "audio encoder (wav2vec2)", 380 * MB, kind="weights",
-                        alternatives=("pytorch_model.bin",)),
+            Requirement(
+                "chinese-wav2vec2-base",
+                "audio encoder (wav2vec2)",
+                380 * MB,
+                kind="weights",
+                alternatives=("pytorch_model.bin",),
+            ),
         ),
     ),
 )
@@ -286,8 +339,11 @@ class FolderReport:
         out = [f"missing: {m}" for m in self.missing]
         out += [f"damaged: {p.path} ({p.reason})" for p in self.corrupt]
         out += [f"not needed, missing (fine): {m}" for m in self.optional_missing]
-        out += [f"unexpected: {u} (an extra *.safetensors next to an index; delete it, the official loader "
-                f"would load it too)" for u in self.unexpected]
+        out += [
+            f"unexpected: {u} (an extra *.safetensors next to an index; delete it, the official loader "
+            f"would load it too)"
+            for u in self.unexpected
+        ]
         return out
 
 
@@ -313,7 +369,9 @@ def _file_problem(path: Path, expected: dict[str, Any] | None = None, *, deep: b
                 if header_len > size - 8 or header_len > 100 * MB:
                     return "safetensors header is cut off (file truncated)"
                 header = json.loads(f.read(header_len))
-            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+            end = max(
+                (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0
+            )
             if 8 + header_len + end != size:
                 return f"truncated: {size} bytes on disk, the header describes {8 + header_len + end}"
         elif name.endswith(".json"):
@@ -357,7 +415,7 @@ def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> st
 
 def git_blob_sha1(path: Path) -> str:
     """The git object id of a file (the hub's ``blob_id`` for files not stored in LFS)."""
-    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())  # noqa: S324 - git's id, not security
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())  # git's object id, not a security hash
     with path.open("rb") as f:
         while chunk := f.read(8 * 1024 * 1024):
             h.update(chunk)
@@ -383,8 +441,13 @@ def _expected_from_cache_blob(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def _check_weights(folder: Path, req: Requirement, rel: str, manifest: dict[str, Any], deep: bool,
-                   ) -> tuple[list[str], list[FileProblem], list[str], list[Path]]:
+def _check_weights(
+    folder: Path,
+    req: Requirement,
+    rel: str,
+    manifest: dict[str, Any],
+    deep: bool,
+) -> tuple[list[str], list[FileProblem], list[str], list[Path]]:
     """Returns (missing, corrupt, unexpected, present files) for a weights requirement."""
     missing: list[str] = []
     corrupt: list[FileProblem] = []
@@ -450,8 +513,9 @@ def check_folder(task: Task | str, path: str | os.PathLike[str], *, deep: bool =
     repo = repo_for_task(task)
     if not root.is_dir():
         missing = tuple(r.label() for r in repo.requirements_for(task) if not r.optional)
-        return FolderReport(task, root, Status.MISSING, missing=missing,
-                            approx_missing_bytes=repo.approx_bytes(task))
+        return FolderReport(
+            task, root, Status.MISSING, missing=missing, approx_missing_bytes=repo.approx_bytes(task)
+        )
     manifest = read_manifest(root)
     files: dict[str, dict[str, Any]] = manifest.get("files", {})
     missing: list[str] = []
@@ -464,7 +528,9 @@ def check_folder(task: Task | str, path: str | os.PathLike[str], *, deep: bool =
     for req in repo.requirements_for(task):
         if req.kind == "weights":
             known = manifest if files else _cache_manifest(root, req)
-            m, c, u, present = _check_weights(root / req.path if req.path else root, req, req.path, known, deep)
+            m, c, u, present = _check_weights(
+                root / req.path if req.path else root, req, req.path, known, deep
+            )
         else:
             m, c, u, present = [], [], [], []
             for candidate in (req.path, *req.alternatives):
@@ -494,8 +560,17 @@ def check_folder(task: Task | str, path: str | os.PathLike[str], *, deep: bool =
         status = Status.PARTIAL
     else:
         status = Status.MISSING
-    return FolderReport(task, root, status, tuple(missing), tuple(corrupt), tuple(optional_missing),
-                        tuple(unexpected), present_bytes, missing_bytes)
+    return FolderReport(
+        task,
+        root,
+        status,
+        tuple(missing),
+        tuple(corrupt),
+        tuple(optional_missing),
+        tuple(unexpected),
+        present_bytes,
+        missing_bytes,
+    )
 
 
 def _cache_manifest(root: Path, req: Requirement) -> dict[str, Any]:
@@ -597,13 +672,14 @@ def cache_snapshots(repo_ids: Iterable[str], cache_dir: Path | None = None) -> l
         repo_id = wanted.get(entry.name.lower())
         if repo_id is None or not (entry / "snapshots").is_dir():
             continue
-        actual_id = entry.name[len("models--"):].replace("--", "/", 1)
+        actual_id = entry.name[len("models--") :].replace("--", "/", 1)
         main_snapshot: Path | None = None
         try:
             from huggingface_hub import try_to_load_from_cache
 
             hit = try_to_load_from_cache(actual_id, "config.json", cache_dir=cache) or try_to_load_from_cache(
-                actual_id, "model_index.json", cache_dir=cache)
+                actual_id, "model_index.json", cache_dir=cache
+            )
             if isinstance(hit, str):
                 main_snapshot = Path(hit).parent
         except ImportError:  # pragma: no cover - huggingface_hub is a dependency
@@ -612,8 +688,11 @@ def cache_snapshots(repo_ids: Iterable[str], cache_dir: Path | None = None) -> l
         if main_snapshot is None and ref.is_file():
             candidate = entry / "snapshots" / ref.read_text().strip()
             main_snapshot = candidate if candidate.is_dir() else None
-        snapshots = sorted((p for p in (entry / "snapshots").iterdir() if p.is_dir()),
-                           key=lambda p: p.stat().st_mtime, reverse=True)
+        snapshots = sorted(
+            (p for p in (entry / "snapshots").iterdir() if p.is_dir()),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
         if main_snapshot is not None:
             snapshots = [main_snapshot, *[s for s in snapshots if s != main_snapshot]]
         found += [(actual_id, s) for s in snapshots]
@@ -664,9 +743,14 @@ def _rank(report: FolderReport) -> tuple[int, int]:
     return order[report.status], len(report.missing) + len(report.corrupt)
 
 
-def locate(task: Task | str, spec: str | None = None, extra_dirs: Sequence[str | os.PathLike[str]] = (), *,
-           config_path: str | os.PathLike[str] | None = None, cache_dir: str | os.PathLike[str] | None = None,
-           ) -> ModelLocation:
+def locate(
+    task: Task | str,
+    spec: str | None = None,
+    extra_dirs: Sequence[str | os.PathLike[str]] = (),
+    *,
+    config_path: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> ModelLocation:
     """Find the model folder for a task without touching the network.
 
     Args:
@@ -687,7 +771,9 @@ def locate(task: Task | str, spec: str | None = None, extra_dirs: Sequence[str |
     cache = Path(cache_dir) if cache_dir else None
     candidates: list[tuple[str, Path]] = []
     if spec and (Path(spec).expanduser().exists() or not _looks_like_repo_id(spec)):
-        candidates += [("folder", p) for p in _candidate_folders(repo, Path(spec))] or [("folder", Path(spec))]
+        candidates += [("folder", p) for p in _candidate_folders(repo, Path(spec))] or [
+            ("folder", Path(spec))
+        ]
     elif spec:
         known = find_repo(spec)
         ids = (spec, *[i for i in known.ids if i.lower() != spec.lower()]) if known else (spec,)
@@ -709,7 +795,9 @@ def locate(task: Task | str, spec: str | None = None, extra_dirs: Sequence[str |
     useful = [(o, r) for o, r in reports if r.status is not Status.MISSING]
     looked = tuple(r for _, r in reports)
     if not useful:
-        return ModelLocation(task, spec, repo, None, "none", reports[0][1] if spec and reports else None, looked)
+        return ModelLocation(
+            task, spec, repo, None, "none", reports[0][1] if spec and reports else None, looked
+        )
     origin, best = min(useful, key=lambda item: _rank(item[1]))
     return ModelLocation(task, spec, repo, best.path, origin, best, looked)
 
@@ -725,24 +813,33 @@ def missing_message(location: ModelLocation) -> str:
     else:
         if location.spec:
             lines.append(f"Nothing usable at '{location.spec}'.")
-        lines.append("Required files: " + ", ".join(r.label() for r in repo.requirements_for(task)
-                                                     if not r.optional))
+        lines.append(
+            "Required files: " + ", ".join(r.label() for r in repo.requirements_for(task) if not r.optional)
+        )
     others = [r for r in location.looked_at if report is None or r.path != report.path]
     if others:
         lines.append("Also looked in: " + "; ".join(f"{r.path} ({r.status.value})" for r in others))
     elif not location.looked_at:
-        lines.append(f"Looked in the Hugging Face cache ({hub_cache_dir()}) and the folders in "
-                     f"{default_config_path()}: no copy of {' or '.join(repo.ids)}.")
+        lines.append(
+            f"Looked in the Hugging Face cache ({hub_cache_dir()}) and the folders in "
+            f"{default_config_path()}: no copy of {' or '.join(repo.ids)}."
+        )
     lines.append(f"Get them (about {format_bytes(repo.approx_bytes(task))}): {download_command(task)}")
-    lines.append(f"Or use a copy you already have: python main.py models locate --task {task.value} "
-                 f"/path/to/folder --remember")
+    lines.append(
+        f"Or use a copy you already have: python main.py models locate --task {task.value} "
+        f"/path/to/folder --remember"
+    )
     return "\n".join(lines)
 
 
-def resolve_for_pipeline(task: Task | str, spec: str | None = None, *,
-                         extra_dirs: Sequence[str | os.PathLike[str]] = (),
-                         config_path: str | os.PathLike[str] | None = None,
-                         cache_dir: str | os.PathLike[str] | None = None) -> Path:
+def resolve_for_pipeline(
+    task: Task | str,
+    spec: str | None = None,
+    *,
+    extra_dirs: Sequence[str | os.PathLike[str]] = (),
+    config_path: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
     """The ready model folder for a task, for the pipelines to load.
 
     Raises:
@@ -821,10 +918,19 @@ class Source(Protocol):
 
     def list_files(self, repo_id: str, revision: str | None) -> RepoListing: ...
 
-    def partial_bytes(self, listing: RepoListing, remote: RemoteFile, target: Path | None, cache: Path) -> int: ...
+    def partial_bytes(
+        self, listing: RepoListing, remote: RemoteFile, target: Path | None, cache: Path
+    ) -> int: ...
 
-    def fetch(self, listing: RepoListing, remote: RemoteFile, target: Path | None, cache: Path,
-              on_bytes: Callable[[int], None], cancel: threading.Event) -> Path:
+    def fetch(
+        self,
+        listing: RepoListing,
+        remote: RemoteFile,
+        target: Path | None,
+        cache: Path,
+        on_bytes: Callable[[int], None],
+        cancel: threading.Event,
+    ) -> Path:
         """Bring one file to ``target/<path>`` (a folder) or into the hub cache (``target`` None)."""
         ...
 
@@ -845,10 +951,15 @@ class LocalFolderSource:
 
     name = "local folder"
 
-    def __init__(self, folders: str | os.PathLike[str] | dict[str, str | os.PathLike[str]], *,
-                 chunk_size: int = 4 * 1024 * 1024) -> None:
-        self._folders = ({k.lower(): Path(v) for k, v in folders.items()} if isinstance(folders, dict)
-                         else Path(folders))
+    def __init__(
+        self,
+        folders: str | os.PathLike[str] | dict[str, str | os.PathLike[str]],
+        *,
+        chunk_size: int = 4 * 1024 * 1024,
+    ) -> None:
+        self._folders = (
+            {k.lower(): Path(v) for k, v in folders.items()} if isinstance(folders, dict) else Path(folders)
+        )
         self.chunk_size = chunk_size
         self.bytes_read = 0
 
@@ -878,17 +989,28 @@ class LocalFolderSource:
     def _partial(self, remote: RemoteFile, target: Path) -> Path:
         return target / PARTIAL_DIR / (remote.path + ".part")
 
-    def partial_bytes(self, listing: RepoListing, remote: RemoteFile, target: Path | None, cache: Path) -> int:
+    def partial_bytes(
+        self, listing: RepoListing, remote: RemoteFile, target: Path | None, cache: Path
+    ) -> int:
         if target is None:
             return 0
         part = self._partial(remote, target)
         return part.stat().st_size if part.is_file() else 0
 
-    def fetch(self, listing: RepoListing, remote: RemoteFile, target: Path | None, cache: Path,
-              on_bytes: Callable[[int], None], cancel: threading.Event) -> Path:
+    def fetch(
+        self,
+        listing: RepoListing,
+        remote: RemoteFile,
+        target: Path | None,
+        cache: Path,
+        on_bytes: Callable[[int], None],
+        cancel: threading.Event,
+    ) -> Path:
         if target is None:
-            raise DownloadError("A local source copies into a folder, not into the Hugging Face cache: "
-                                "add --local-dir FOLDER.")
+            raise DownloadError(
+                "A local source copies into a folder, not into the Hugging Face cache: "
+                "add --local-dir FOLDER."
+            )
         src = self._root(listing.repo_id) / remote.path
         part = self._partial(remote, target)
         part.parent.mkdir(parents=True, exist_ok=True)
@@ -902,7 +1024,9 @@ class LocalFolderSource:
             on_bytes(done)
             while True:
                 if cancel.is_set():
-                    raise DownloadCancelled(f"cancelled during {remote.path} ({done} bytes kept for resuming)")
+                    raise DownloadCancelled(
+                        f"cancelled during {remote.path} ({done} bytes kept for resuming)"
+                    )
                 chunk = fin.read(self.chunk_size)
                 if not chunk:
                     break
@@ -918,14 +1042,14 @@ class LocalFolderSource:
 
 _HUB_HINTS = {
     "GatedRepoError": "This repository is gated: accept its terms on https://huggingface.co/{repo} while "
-                      "logged in, then log in here (`huggingface-cli login`, or set HF_TOKEN, or pass --token).",
+    "logged in, then log in here (`huggingface-cli login`, or set HF_TOKEN, or pass --token).",
     "RepositoryNotFoundError": "The hub does not know {repo} (or it is private): check the id, or log in "
-                               "(`huggingface-cli login` / HF_TOKEN / --token) if you have access.",
+    "(`huggingface-cli login` / HF_TOKEN / --token) if you have access.",
     "RevisionNotFoundError": "That revision does not exist in {repo}; leave out --revision for the latest.",
     "EntryNotFoundError": "The file is no longer in {repo}; run the command again to fetch the current list.",
     "LocalEntryNotFoundError": "The hub cannot be reached (offline, or HF_HUB_OFFLINE is set). Connect to the "
-                               "network, set HF_ENDPOINT to a reachable mirror, or copy the files from another "
-                               "machine with --from FOLDER.",
+    "network, set HF_ENDPOINT to a reachable mirror, or copy the files from another "
+    "machine with --from FOLDER.",
     "OfflineModeIsEnabled": "HF_HUB_OFFLINE is set: unset it to download, or use --from FOLDER.",
 }
 
@@ -971,32 +1095,54 @@ class HubSource:
 
         try:
             info = HfApi(endpoint=self.endpoint, token=self.token).model_info(
-                repo_id, revision=revision, files_metadata=True)
+                repo_id, revision=revision, files_metadata=True
+            )
         except Exception as exc:
             raise DownloadError(_hub_message(type(exc).__name__, str(exc), repo_id)) from exc
         files = tuple(
-            RemoteFile(s.rfilename, s.size if s.size is not None else (s.lfs.size if s.lfs else None),
-                       s.lfs.sha256 if s.lfs else None, None if s.lfs else s.blob_id)
-            for s in info.siblings or ())
+            RemoteFile(
+                s.rfilename,
+                s.size if s.size is not None else (s.lfs.size if s.lfs else None),
+                s.lfs.sha256 if s.lfs else None,
+                None if s.lfs else s.blob_id,
+            )
+            for s in info.siblings or ()
+        )
         return RepoListing(info.id or repo_id, info.sha or revision or "main", files)
 
-    def _incomplete(self, listing: RepoListing, remote: RemoteFile, target: Path | None, cache: Path) -> list[Path]:
+    def _incomplete(
+        self, listing: RepoListing, remote: RemoteFile, target: Path | None, cache: Path
+    ) -> list[Path]:
         if target is None:
             blobs = cache / ("models--" + listing.repo_id.replace("/", "--")) / "blobs"
             return list(blobs.glob(f"{remote.sha256 or remote.blob_id or '*'}.incomplete"))
         return list((target / ".cache" / "huggingface" / "download").rglob("*.incomplete"))
 
-    def partial_bytes(self, listing: RepoListing, remote: RemoteFile, target: Path | None, cache: Path) -> int:
+    def partial_bytes(
+        self, listing: RepoListing, remote: RemoteFile, target: Path | None, cache: Path
+    ) -> int:
         if target is not None:  # local-dir partials are named by a hash of the path; only cache ones count
             return 0
         return sum(p.stat().st_size for p in self._incomplete(listing, remote, target, cache))
 
-    def fetch(self, listing: RepoListing, remote: RemoteFile, target: Path | None, cache: Path,
-              on_bytes: Callable[[int], None], cancel: threading.Event) -> Path:
+    def fetch(
+        self,
+        listing: RepoListing,
+        remote: RemoteFile,
+        target: Path | None,
+        cache: Path,
+        on_bytes: Callable[[int], None],
+        cancel: threading.Event,
+    ) -> Path:
         import multiprocessing
 
-        kwargs: dict[str, Any] = {"repo_id": listing.repo_id, "filename": remote.path,
-                                  "revision": listing.revision, "token": self.token, "endpoint": self.endpoint}
+        kwargs: dict[str, Any] = {
+            "repo_id": listing.repo_id,
+            "filename": remote.path,
+            "revision": listing.revision,
+            "token": self.token,
+            "endpoint": self.endpoint,
+        }
         kwargs.update({"local_dir": str(target)} if target is not None else {"cache_dir": str(cache)})
         ctx = multiprocessing.get_context("spawn")
         receiver, sender = ctx.Pipe(duplex=False)
@@ -1009,12 +1155,12 @@ class HubSource:
                     child.terminate()
                     raise DownloadCancelled(f"cancelled during {remote.path} (the partial file is kept)")
                 if not child.is_alive() and not receiver.poll(0):
-                    raise DownloadError(f"The download of {remote.path} stopped (exit code {child.exitcode}); "
-                                        "run the command again to resume.")
-                try:
+                    raise DownloadError(
+                        f"The download of {remote.path} stopped (exit code {child.exitcode}); "
+                        "run the command again to resume."
+                    )
+                with contextlib.suppress(OSError):  # the .incomplete file may just have been renamed
                     on_bytes(sum(p.stat().st_size for p in self._incomplete(listing, remote, target, cache)))
-                except OSError:
-                    pass  # the .incomplete file was just renamed into place
             message = receiver.recv()
         finally:
             child.join(timeout=10)
@@ -1085,12 +1231,19 @@ def _link(existing: Path, new: Path) -> bool:
         return False
 
 
-def _write_manifest(folder: Path, listing: RepoListing, source: str, entries: dict[str, dict[str, Any]]) -> None:
+def _write_manifest(
+    folder: Path, listing: RepoListing, source: str, entries: dict[str, dict[str, Any]]
+) -> None:
     manifest = read_manifest(folder)
     files = manifest.get("files", {}) if manifest.get("repo_id") == listing.repo_id else {}
     files.update(entries)
-    data = {"version": 1, "repo_id": listing.repo_id, "revision": listing.revision, "source": source,
-            "files": dict(sorted(files.items()))}
+    data = {
+        "version": 1,
+        "repo_id": listing.repo_id,
+        "revision": listing.revision,
+        "source": source,
+        "files": dict(sorted(files.items())),
+    }
     path = folder / MANIFEST_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -1098,13 +1251,23 @@ def _write_manifest(folder: Path, listing: RepoListing, source: str, entries: di
     os.replace(tmp, path)
 
 
-def download(task: Task | str, repo_id: str | None = None, target: str | os.PathLike[str] | None = None,
-             progress_cb: Callable[[DownloadProgress], None] | None = None,
-             cancel_event: threading.Event | None = None, token: str | None = None, *,
-             source: Source | None = None, cache_dir: str | os.PathLike[str] | None = None,
-             revision: str | None = None, verify: bool = True,
-             disk_usage: Callable[[str], Any] = shutil.disk_usage, link_duplicates: bool = True,
-             remember: bool = True, config_path: str | os.PathLike[str] | None = None) -> DownloadResult:
+def download(
+    task: Task | str,
+    repo_id: str | None = None,
+    target: str | os.PathLike[str] | None = None,
+    progress_cb: Callable[[DownloadProgress], None] | None = None,
+    cancel_event: threading.Event | None = None,
+    token: str | None = None,
+    *,
+    source: Source | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    revision: str | None = None,
+    verify: bool = True,
+    disk_usage: Callable[[str], Any] = shutil.disk_usage,
+    link_duplicates: bool = True,
+    remember: bool = True,
+    config_path: str | os.PathLike[str] | None = None,
+) -> DownloadResult:
     """Download the files one task needs, with progress, resume, a disk check and verification.
 
     Args:
@@ -1137,8 +1300,9 @@ def download(task: Task | str, repo_id: str | None = None, target: str | os.Path
     repo_id = repo_id or repo.repo_id
     other = find_repo(repo_id)
     if other is not None and other is not repo:
-        raise DownloadError(f"{repo_id} holds the {other.title} model, not the one '{task.value}' needs "
-                            f"({repo.repo_id}).")
+        raise DownloadError(
+            f"{repo_id} holds the {other.title} model, not the one '{task.value}' needs ({repo.repo_id})."
+        )
     cancel = cancel_event or threading.Event()
     report = progress_cb or (lambda _p: None)
     source = source if source is not None else HubSource(token=token)
@@ -1148,13 +1312,18 @@ def download(task: Task | str, repo_id: str | None = None, target: str | os.Path
     listing = source.list_files(repo_id, revision)
     unmet = _unmet_requirements(repo, task, listing.files)
     if unmet:
-        raise DownloadError(f"{listing.repo_id} does not contain what '{task.value}' needs: {', '.join(unmet)}. "
-                            f"Check the repo id (expected {' or '.join(repo.ids)}).")
+        raise DownloadError(
+            f"{listing.repo_id} does not contain what '{task.value}' needs: {', '.join(unmet)}. "
+            f"Check the repo id (expected {' or '.join(repo.ids)})."
+        )
     wanted = select_files(repo, task, listing.files)
     if target_dir is not None:
         dest_root = target_dir
-        search = [p for p in target_dir.parent.iterdir() if p.is_dir() and p != target_dir] \
-            if target_dir.parent.is_dir() else []
+        search = (
+            [p for p in target_dir.parent.iterdir() if p.is_dir() and p != target_dir]
+            if target_dir.parent.is_dir()
+            else []
+        )
     else:
         dest_root = cache / ("models--" + listing.repo_id.replace("/", "--")) / "snapshots" / listing.revision
         search = []
@@ -1166,11 +1335,17 @@ def download(task: Task | str, repo_id: str | None = None, target: str | os.Path
     todo: list[tuple[RemoteFile, str]] = []
     needed = 0
     total = sum(f.size or 0 for f in wanted)
+    copy_sizes = {p.stat().st_size for p in copies.values()}
+    sha_of = getattr(source, "sha256", None)
     for f in wanted:
         final = dest_root / f.path
         if final.is_file() and (f.size is None or final.stat().st_size == f.size):
             todo.append((f, "present"))
-        elif f.sha256 and f.sha256 in copies:
+            continue
+        if f.sha256 is None and f.size in copy_sizes and callable(sha_of):
+            # A same-size file is already on disk: learn this file's hash to see if it is the same.
+            f = dataclasses.replace(f, sha256=sha_of(listing, f))
+        if f.sha256 and f.sha256 in copies:
             todo.append((f, "link"))
         else:
             todo.append((f, "fetch"))
@@ -1183,7 +1358,8 @@ def download(task: Task | str, repo_id: str | None = None, target: str | os.Path
             f"Not enough disk space in {where}: '{task.value}' still needs {format_bytes(needed)} "
             f"(+{format_bytes(headroom)} headroom) but only {format_bytes(free)} is free. Free some space, or "
             f"download to a bigger disk with `{download_command(task)} --local-dir /path/on/bigger/disk` "
-            f"(or set HF_HUB_CACHE).")
+            f"(or set HF_HUB_CACHE)."
+        )
 
     done = 0
     fetched = 0
@@ -1197,8 +1373,11 @@ def download(task: Task | str, repo_id: str | None = None, target: str | os.Path
         final = dest_root / f.path
         size = f.size or 0
 
-        def emit(phase: str, file_done: int, f: RemoteFile = f, index: int = index) -> None:
-            report(DownloadProgress(phase, f.path, index, count, file_done, f.size, done + file_done, total))
+        def emit(
+            phase: str, file_done: int, f: RemoteFile = f, index: int = index, base: int = done, size: int = size
+        ) -> None:
+            so_far = base + (size if phase == "verify" else file_done)  # hashing re-reads, it adds nothing
+            report(DownloadProgress(phase, f.path, index, count, file_done, f.size, so_far, total))
 
         if action == "link" and target_dir is None:
             blob = cache / ("models--" + listing.repo_id.replace("/", "--")) / "blobs" / str(f.sha256)
@@ -1221,26 +1400,27 @@ def download(task: Task | str, repo_id: str | None = None, target: str | os.Path
             emit("skip", size)
         entry: dict[str, Any] = {"size": final.stat().st_size}
         known_sha = manifest_files.get(f.path, {}).get("sha256")
-        if verify and not (action == "present" and known_sha and known_sha == (f.sha256 or known_sha)):
+        if action == "present" and known_sha and f.sha256 in (None, known_sha):
+            entry["sha256"] = known_sha  # verified when it arrived
+        elif verify:
             emit("verify", 0)
             problem = None
             if f.size is not None and final.stat().st_size != f.size:
                 problem = f"size {final.stat().st_size} bytes, expected {f.size}"
-            elif f.sha256:
-                digest = sha256_file(final, lambda n: emit("verify", n))
-                entry["sha256"] = digest
-                if digest != f.sha256:
-                    problem = f"sha256 {digest} differs from the hub's {f.sha256}"
-            elif f.blob_id and git_blob_sha1(final) != f.blob_id:
-                problem = f"git id differs from the hub's {f.blob_id}"
             else:
-                problem = _file_problem(final)
-                if problem is None and size >= MB:
-                    entry["sha256"] = sha256_file(final)
+                entry["sha256"] = digest = sha256_file(final, lambda n: emit("verify", n))
+                if f.sha256 and digest != f.sha256:
+                    problem = f"sha256 {digest} differs from the source's {f.sha256}"
+                elif not f.sha256 and f.blob_id and git_blob_sha1(final) != f.blob_id:
+                    problem = f"git id differs from the source's {f.blob_id}"
+                elif not f.sha256 and not f.blob_id:
+                    problem = _file_problem(final)
             if problem:
                 final.unlink()
-                raise DownloadError(f"{f.path} arrived damaged ({problem}); it was removed. Run "
-                                    f"`{download_command(task)}` again to fetch it anew.")
+                raise DownloadError(
+                    f"{f.path} arrived damaged ({problem}); it was removed. Run "
+                    f"`{download_command(task)}` again to fetch it anew."
+                )
         else:
             entry["sha256"] = known_sha or f.sha256
         entry = {k: v for k, v in entry.items() if v is not None}
@@ -1267,8 +1447,13 @@ def _snapshot_root(root: Path, listing: RepoListing, revision: str | None, cache
     return root
 
 
-def verify(task: Task | str, spec: str | None = None, *, deep: bool = True,
-           config_path: str | os.PathLike[str] | None = None) -> FolderReport:
+def verify(
+    task: Task | str,
+    spec: str | None = None,
+    *,
+    deep: bool = True,
+    config_path: str | os.PathLike[str] | None = None,
+) -> FolderReport:
     """Check the located folder of a task, hashing files against the download record when ``deep``."""
     location = locate(task, spec, config_path=config_path)
     if location.path is None:
@@ -1289,4 +1474,3 @@ def shared_components() -> dict[str, list[str]]:
             if req.shared and repo.repo_id not in out.setdefault(req.shared, []):
                 out[req.shared].append(repo.repo_id)
     return out
-
