@@ -699,6 +699,29 @@ def cache_snapshots(repo_ids: Iterable[str], cache_dir: Path | None = None) -> l
     return found
 
 
+def guess_repo(folder: str | os.PathLike[str]) -> ModelRepo | None:
+    """Which repository a folder holds: its download record, its name, then its layout."""
+    root = Path(folder)
+    recorded = read_manifest(root).get("repo_id")
+    if isinstance(recorded, str) and find_repo(recorded):
+        return find_repo(recorded)
+    for part in (root.name, *(p.name for p in root.parents[:3])):
+        for repo in REPOS:
+            if part.lower() in repo.folder_names():
+                return repo
+    if (root / "model_index.json").is_file():
+        return find_repo("r2v")
+    if (root / "chinese-wav2vec2-base").is_dir() or (
+        (root / "config.json").is_file() and any(root.glob("models_clip_*.pth"))
+    ):
+        return find_repo("avatar")
+    if (root / "shot_transformer").is_dir() or (
+        (root / "transformer").is_dir() and (root / _WAN_VAE.path).is_file()
+    ):
+        return find_repo("extension")
+    return None
+
+
 def _candidate_folders(repo: ModelRepo, folder: Path) -> list[Path]:
     """A folder the user named may be the model folder itself or hold it under a usual name."""
     folder = folder.expanduser()
@@ -782,7 +805,11 @@ def locate(
         config = StoreConfig.load(config_path)
         for origin, folders in (("folder", extra_dirs), ("config", config.folders)):
             for folder in folders:
-                candidates += [(origin, p) for p in _candidate_folders(repo, Path(folder))]
+                candidates += [
+                    (origin, p)
+                    for p in _candidate_folders(repo, Path(folder))
+                    if guess_repo(p) in (repo, None)  # another model's folder is no candidate
+                ]
         candidates += [("hub-cache", p) for _, p in cache_snapshots(repo.ids, cache)]
     reports: list[tuple[str, FolderReport]] = []
     seen: set[Path] = set()
@@ -807,7 +834,12 @@ def missing_message(location: ModelLocation) -> str:
     task, repo = location.task, location.repo
     lines = [f"The {repo.title} weights for '{task.value}' are not ready on this machine."]
     report = location.report
-    if report is not None and report.status is not Status.MISSING:
+    holds = guess_repo(report.path) if report is not None else None
+    if report is not None and holds is not None and holds is not repo:
+        lines.append(
+            f"Folder {report.path} holds the {holds.title} model ({holds.repo_id}), not {repo.repo_id}."
+        )
+    elif report is not None and report.status is not Status.MISSING:
         lines.append(f"Folder {report.path} is {report.status.value}:")
         lines += [f"  - {line}" for line in report.lines() if not line.startswith("not needed")]
     else:
@@ -1374,7 +1406,12 @@ def download(
         size = f.size or 0
 
         def emit(
-            phase: str, file_done: int, f: RemoteFile = f, index: int = index, base: int = done, size: int = size
+            phase: str,
+            file_done: int,
+            f: RemoteFile = f,
+            index: int = index,
+            base: int = done,
+            size: int = size,
         ) -> None:
             so_far = base + (size if phase == "verify" else file_done)  # hashing re-reads, it adds nothing
             report(DownloadProgress(phase, f.path, index, count, file_done, f.size, so_far, total))

@@ -324,7 +324,7 @@ def test_tiny_is_left_to_the_pipelines():
     assert ms.is_tiny("tiny") and ms.is_tiny(" TINY ") and not ms.is_tiny(None)
     loc = ms.locate(Task.TALKING_AVATAR, "tiny")
     assert loc.is_tiny and loc.path is None and loc.status is ms.Status.READY
-    with pytest.raises(ValueError, match="models/tiny.py"):
+    with pytest.raises(ValueError, match=r"models/tiny\.py"):
         ms.resolve_for_pipeline(Task.TALKING_AVATAR, "tiny")
 
 
