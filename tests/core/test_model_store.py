@@ -469,3 +469,61 @@ def test_hub_cache_location_follows_the_environment(tmp_path: Path, monkeypatch:
     assert ms.hub_cache_dir() == tmp_path / "hf" / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
     assert ms.hub_cache_dir() == tmp_path / "elsewhere"
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line (python main.py models ...)
+
+
+def run_cli(*argv: str) -> tuple[int, str]:
+    import io
+
+    from core import model_store_cli
+
+    out = io.StringIO()
+    code = model_store_cli.main(list(argv), out=out)
+    return code, out.getvalue()
+
+
+def test_cli_list_shows_every_task_and_how_to_get_it():
+    code, text = run_cli("list")
+    assert code == 0
+    for task in Task:
+        assert f"get {task.value}: python main.py models download --task {task.value}" in text
+    header, _rule, *rows = text.splitlines()[:6]
+    assert header.split() == ["TASK", "REPO", "STATUS", "SIZE", "WHERE"]
+    assert [r.split()[2] for r in rows] == ["missing"] * 4
+
+
+def test_cli_download_from_a_folder_then_list_verify_and_locate(tmp_path: Path):
+    src = make_avatar(tmp_path / "usb" / "SkyReels-V3-A2V-19B")
+    target = tmp_path / "models" / "a2v"
+    code, text = run_cli("download", "--task", "talking_avatar", "--from", str(src))
+    assert code == 2 and "--local-dir" in text
+    code, text = run_cli(
+        "download", "--task", "talking_avatar", "--from", str(src), "--local-dir", str(target)
+    )
+    assert code == 0, text
+    assert f"ready: {target}" in text
+    code, text = run_cli("list", "--json")
+    rows = {row["task"]: row for row in json.loads(text)}
+    assert rows["talking_avatar"]["status"] == "ready" and rows["talking_avatar"]["path"] == str(target)
+    assert run_cli("locate", "--task", "talking_avatar") == (0, f"{target}\n")
+
+    clip = target / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
+    data = bytearray(clip.read_bytes())
+    data[60] ^= 0x55
+    clip.write_bytes(bytes(data))
+    code, text = run_cli("verify", "--task", "talking_avatar")
+    assert code == 1
+    assert "damaged: models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth (sha256" in text
+    assert "fix: python main.py models download --task talking_avatar" in text
+
+
+def test_cli_locate_remembers_a_folder(tmp_path: Path):
+    root = make_r2v(tmp_path / "weights")
+    code, text = run_cli("locate", "--task", "reference_to_video", str(root), "--remember")
+    assert code == 0 and text.endswith(f"{root}\n")
+    assert ms.locate(Task.REFERENCE_TO_VIDEO).path == root
+    code, text = run_cli("locate", "--task", "reference_to_video", str(tmp_path / "nothing"))
+    assert code == 1 and "python main.py models download --task reference_to_video" in text
