@@ -384,7 +384,9 @@ class Scheduler(Protocol):
 
     def set_timesteps(self, num_inference_steps: int, device: Any = None, shift: float = 1.0) -> None: ...
 
-    def step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor) -> torch.Tensor: ...
+    def step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor) -> Any:
+        """Returns an object with ``prev_sample``."""
+        ...
 
 
 @dataclass
@@ -594,7 +596,7 @@ class ExtensionPipeline:
             if trace is not None and i == 0:
                 trace[f"{prefix}.step0.model_output"] = velocity.detach().float().cpu()
             x0 = sample - float(sigmas[i]) * velocity  # flow prediction -> clean estimate (preview)
-            sample = scheduler.step(velocity, t, sample)
+            sample = scheduler.step(velocity, t, sample).prev_sample
             if trace is not None and i == 0:
                 trace[f"{prefix}.step0.latents"] = sample[0].detach().float().cpu()
             ctx.step(piece.index, total_pieces, i + 1, len(timesteps), x0)
@@ -727,6 +729,29 @@ __all__ = [
     "plan_shot_switching",
     "plan_single_shot",
     "prepare_request",
+    "run_extension",
     "seeded_noise",
     "select_bucket",
 ]
+
+
+def run_extension(
+    request: ExtensionRequest,
+    model_folder: str | Path,
+    ctx: RunContext | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.bfloat16,
+    noise: NoiseSource | None = None,
+) -> ExtensionResult:
+    """Validate, check the model folder, load, generate: the order the app relies on.
+
+    Raises:
+        RequestInvalid: before anything is read from ``model_folder``.
+        ModelsMissing: the folder lacks files of this mode (all named), before any model loads.
+        RenderCancelled: cancel was set (finished pieces stay checkpointed in ``ctx``'s store).
+    """
+    prepared = prepare_request(request)
+    check_checkpoint(model_folder, request.mode)
+    components = load_components(model_folder, request.mode, device=device, dtype=dtype)
+    return ExtensionPipeline(components)(prepared, ctx, noise=noise)
