@@ -18,9 +18,10 @@ from PySide6.QtGui import QUndoCommand, QUndoStack
 class EditCommand(QUndoCommand):
     """A ``QUndoCommand`` that applies/reverts one core edit on one project."""
 
-    def __init__(self, project: Any, edit: Any) -> None:
+    def __init__(self, project: Any, edit: Any, mergeable: bool = True) -> None:
         super().__init__(str(getattr(edit, "label", type(edit).__name__)))
         self._project, self._edit = project, edit
+        self._mergeable = mergeable
         self.error: BaseException | None = None
 
     @property
@@ -39,6 +40,8 @@ class EditCommand(QUndoCommand):
         self._edit.revert(self._project)
 
     def id(self) -> int:
+        if not self._mergeable:
+            return -1
         key = getattr(self._edit, "merge_key", -1)
         return int(key) if key is not None else -1
 
@@ -57,13 +60,17 @@ class UndoController:
         self.stack = stack if stack is not None else QUndoStack()
         self._macro_depth = 0
 
-    def push(self, edit: Any) -> None:
+    def push(self, edit: Any, merge: bool = False) -> None:
         """Apply ``edit`` as one undoable step.
+
+        ``merge=True`` lets it fold into the previous step when both are the same kind of edit on the same
+        thing (a level slider being dragged). Gestures that push once on release leave it False, so two
+        separate drags of one clip stay two undo steps.
 
         Raises:
             Exception: whatever the edit raised; the project is unchanged and nothing was pushed.
         """
-        command = EditCommand(self.project, edit)
+        command = EditCommand(self.project, edit, mergeable=merge)
         self.stack.push(command)
         if command.error is not None:
             raise command.error

@@ -1,0 +1,116 @@
+"""Project files as the editor uses them: new, open, save, autosave/recovery, cache folder, export job.
+
+A thin layer over ``core.persistence`` (atomic JSON saves with schema validation, relative media paths,
+missing-media detection, autosave files) and ``core.media`` timeline export. It adds only what is the
+app's business: where an untitled project's autosave lives, and how an export job is packaged for the
+export worker (a frozen snapshot of the project taken on the main thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from core.project import Project, ProjectSettings, Track, TrackKind, new_id
+
+PROJECT_SUFFIX = ".srproj"
+
+
+def new_project() -> Project:
+    """An empty project with the usual tracks: V2 over V1, then A1 and A2."""
+    project = Project(ProjectSettings(name="Untitled"))
+    for name, kind in (("V2", TrackKind.VIDEO), ("V1", TrackKind.VIDEO), ("A1", TrackKind.AUDIO),
+                       ("A2", TrackKind.AUDIO)):
+        project.insert_track(Track(new_id(), kind, name))
+    return project
+
+
+def cache_dir(path: Path | None) -> Path | None:
+    """The thumbnails/peaks cache folder beside a project file."""
+    if path is None:
+        return None
+    from core.media.waveform import cache_dir_for_project
+
+    return cache_dir_for_project(path)
+
+
+def _persistence() -> Any:
+    from core import persistence
+
+    return persistence
+
+
+def save(project: Project, path: Path) -> None:
+    _persistence().save_project(project, path)
+
+
+def load(path: Path) -> Project:
+    return _persistence().load_project(path)
+
+
+def untitled_autosave_dir() -> Path:
+    from PySide6.QtCore import QStandardPaths
+
+    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppLocalDataLocation)
+    return Path(base or Path.home() / ".skyreels-studio") / "autosave"
+
+
+def autosave_path(path: Path | None) -> Path:
+    persistence = _persistence()
+    if path is not None:
+        return Path(persistence.autosave_path(path))
+    return untitled_autosave_dir() / f"untitled-{os.getpid()}{PROJECT_SUFFIX}"
+
+
+def write_autosave(project: Project, path: Path | None) -> Path:
+    """Write the autosave backup for ``project`` (saved at ``path``, or untitled)."""
+    persistence = _persistence()
+    if path is not None:
+        return Path(persistence.write_autosave(project, path))
+    target = autosave_path(None)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    persistence.save_project(project, target)
+    return target
+
+
+def newer_autosave(path: Path) -> Path | None:
+    """The autosave of ``path`` when it is newer than the file (a crash left it), else None."""
+    return _persistence().find_recovery(path)
+
+
+def load_autosave(autosave: Path, path: Path) -> Project:
+    return _persistence().load_recovery(autosave, path)
+
+
+def remove_autosave(path: Path | None) -> None:
+    with contextlib.suppress(OSError):
+        autosave_path(path).unlink(missing_ok=True)
+
+
+def export_cancelled_types() -> tuple[type[BaseException], ...]:
+    from core.media.errors import RenderCancelled
+
+    return (RenderCancelled,)
+
+
+def export_job(project: Project, path: Path, in_out: tuple[int | None, int | None] = (None, None)
+               ) -> Callable[[Callable[[int, int], None], threading.Event], Any]:
+    """A job for :class:`app.workers.ExportWorker`: renders a snapshot of the timeline to ``path``.
+
+    The snapshot (``Project.from_dict(project.to_dict())``) is taken here, on the main thread, so later
+    edits never reach the running export.
+    """
+    from core.media import timeline_render
+
+    snapshot = Project.from_dict(project.to_dict())
+    start, end = in_out
+
+    def job(progress: Callable[[int, int], None], cancel: threading.Event) -> Any:
+        return timeline_render.export_timeline(snapshot, path, progress=progress, cancel=cancel,
+                                               start=start, end=end)
+
+    return job

@@ -1,0 +1,182 @@
+"""Background work for the editor: short I/O jobs on a ``QThreadPool`` and one export thread.
+
+Owns :class:`Task` (a ``QRunnable`` that runs a plain function and reports back through Qt signals),
+:class:`WorkerPool` (a ``QThreadPool`` that remembers whether it is idle, so tests can fail when work is
+left running), and :class:`ExportWorker` (a ``QObject`` living on its own ``QThread`` that renders the
+timeline to a file with progress and cancel).
+
+Threading contract: the functions run here never touch widgets, ``QApplication`` or cursors. They get
+plain data (paths, numbers, frozen snapshots) and return plain data (numpy arrays, ``QImage``, which is
+safe to build off the GUI thread). Results reach the main thread as queued signal deliveries.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
+
+
+class _TaskSignals(QObject):
+    """Signals of one :class:`Task` (QRunnable is not a QObject). Lives on the main thread."""
+
+    finished = Signal(object)  # the function's return value
+    failed = Signal(object)  # the exception
+
+
+class Task(QRunnable):
+    """Run ``fn(*args)`` on a pool thread; emit ``signals.finished(result)`` or ``signals.failed(exc)``."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        super().__init__()
+        self.setAutoDelete(True)
+        self.signals = _TaskSignals()
+        self._fn, self._args = fn, args
+        self.cancel = threading.Event()
+
+    def run(self) -> None:
+        if self.cancel.is_set():
+            return
+        try:
+            result = self._fn(*self._args)
+        except Exception as exc:  # reported to the main thread, which shows it
+            exc.__traceback_text__ = traceback.format_exc()  # type: ignore[attr-defined]
+            self.signals.failed.emit(exc)
+        else:
+            self.signals.finished.emit(result)
+
+
+class WorkerPool(QThreadPool):
+    """The editor's pool for probing, thumbnails and waveforms (a few threads, low priority)."""
+
+    def __init__(self, parent: QObject | None = None, max_threads: int = 2) -> None:
+        super().__init__(parent)
+        self.setMaxThreadCount(max_threads)
+        self._tasks: set[Task] = set()
+
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        on_done: Callable[[Any], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> Task:
+        """Run ``fn(*args)`` in the pool; call ``on_done(result)`` / ``on_error(exc)`` on the main thread."""
+        task = Task(fn, *args)
+        # Keep the Python wrapper (and so its signals object) alive until the callback ran.
+        self._tasks.add(task)
+
+        def _done(result: Any) -> None:
+            self._tasks.discard(task)
+            if on_done is not None:
+                on_done(result)
+
+        def _failed(exc: BaseException) -> None:
+            self._tasks.discard(task)
+            if on_error is not None:
+                on_error(exc)
+
+        task.signals.finished.connect(_done)
+        task.signals.failed.connect(_failed)
+        self.start(task)
+        return task
+
+    def pending(self) -> int:
+        """Tasks submitted whose result has not reached the main thread yet."""
+        return len(self._tasks)
+
+    def shutdown(self, timeout_ms: int = 5000) -> bool:
+        """Cancel queued tasks and wait for running ones (call when the window closes)."""
+        for task in list(self._tasks):
+            task.cancel.set()
+        self.clear()
+        done = self.waitForDone(timeout_ms)
+        self._tasks.clear()
+        return done
+
+
+# Threads started by ExportWorker.start_thread, so tests can check none is left running.
+_LIVE_THREADS: weakref.WeakSet[QThread] = weakref.WeakSet()
+
+
+def live_threads() -> list[QThread]:
+    """Editor-owned ``QThread`` objects that are still running (for leak checks in tests)."""
+    return [t for t in list(_LIVE_THREADS) if t.isRunning()]
+
+
+class ExportWorker(QObject):
+    """Renders the timeline to a file on its own ``QThread``.
+
+    ``job`` is a callable ``job(progress, cancel) -> path`` built on the main thread from a frozen
+    snapshot of the project, so the worker never reads the project being edited. ``progress(done,
+    total)`` may be called from the worker thread; it is re-emitted as :attr:`progress_changed` only
+    when the percentage moves.
+
+    Signals (delivered to the main thread): ``progress_changed(int done, int total)``,
+    ``finished(str path)``, ``failed(str message)``, ``cancelled()``.
+    """
+
+    progress_changed = Signal(int, int)
+    finished = Signal(str)
+    failed = Signal(str)
+    cancelled = Signal()
+
+    def __init__(self, job: Callable[[Callable[[int, int], None], threading.Event], Any],
+                 cancelled_types: tuple[type[BaseException], ...] = ()) -> None:
+        super().__init__()
+        self._job = job
+        self._cancelled_types = cancelled_types
+        self.cancel_event = threading.Event()
+        self._last_percent = -1
+        self.thread: QThread | None = None
+
+    def start_thread(self) -> QThread:
+        thread = QThread()
+        thread.setObjectName("export")
+        self.thread = thread
+        self.moveToThread(thread)
+        thread.started.connect(self.run)
+        for signal in (self.finished, self.failed, self.cancelled):
+            signal.connect(thread.quit)
+        _LIVE_THREADS.add(thread)
+        thread.start(QThread.Priority.LowPriority)
+        return thread
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def wait(self, timeout_ms: int = 10000) -> bool:
+        if self.thread is None:
+            return True
+        return self.thread.wait(timeout_ms)
+
+    def _progress(self, done: int, total: int) -> None:
+        percent = int(100 * done / total) if total else 0
+        if percent != self._last_percent:
+            self._last_percent = percent
+            self.progress_changed.emit(int(done), int(total))
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            path = self._job(self._progress, self.cancel_event)
+        except self._cancelled_types or (_NeverRaised,):
+            self.cancelled.emit()
+        except Exception as exc:
+            if self.cancel_event.is_set():
+                self.cancelled.emit()
+            else:
+                self.failed.emit(str(exc) or type(exc).__name__)
+        else:
+            if self.cancel_event.is_set():
+                self.cancelled.emit()
+            else:
+                self.finished.emit(str(path))
+
+
+class _NeverRaised(Exception):
+    pass
