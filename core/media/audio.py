@@ -27,6 +27,9 @@ from core.media.probe import open_container
 
 _LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
+_PREROLL = 0.1
+"""Seconds decoded before a requested start (covers AAC/MP3 overlap and Opus pre-roll)."""
+
 __all__ = ["AudioData", "AudioMixer", "load_audio", "mix", "resample", "to_channels"]
 
 
@@ -101,8 +104,10 @@ def load_audio(
         wanted = None if end is None else round((end - start) * out_rate)
         if wanted == 0:
             return AudioData(np.zeros((0, out_channels), np.float32), out_rate)
-        if start > 0:
-            container.seek(int((start + origin) / tb), stream=stream, backward=True)
+        if start > _PREROLL:
+            # Lapped codecs (AAC, MP3, Opus) need the packets before a point to decode it
+            # correctly; start a little early and trim.
+            container.seek(int((start - _PREROLL + origin) / tb), stream=stream, backward=True)
         chunks, first_time = _decode(p, container, stream, out_rate, out_channels, start, wanted, origin)
     samples = np.concatenate(chunks) if chunks else np.zeros((0, out_channels), np.float32)
     # Align: the decoded audio starts at first_time; the caller asked for start.

@@ -3,7 +3,7 @@ and cached on disk beside the project.
 
 Level 0 holds the min and max of every :data:`BASE_BUCKET` samples (all channels together);
 each further level folds :data:`FANOUT` buckets of the level below. ``peaks(start, end, n)``
-picks the coarsest level that still has at least one bucket per column and reduces it to
+picks the coarsest level that still has at least four buckets per column and reduces it to
 exactly ``n`` columns, so drawing cost depends on the widget width, not the file length.
 
 Disk cache: ``<project>.cache/peaks/<key>.npz`` where the key hashes the media file's absolute
@@ -40,6 +40,7 @@ BASE_BUCKET = 64
 FANOUT = 4
 """Buckets of one level folded into one bucket of the next."""
 _FORMAT_VERSION = 1
+_MIN_BUCKETS_PER_COLUMN = 4
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,11 @@ class PeakPyramid:
             return empty, empty.copy()
         per_column = (end_s - start_s) * self.rate / n_columns
         level = 0
-        while level + 1 < len(self.mins) and self.bucket_size(level + 1) <= per_column:
+        # At least _MIN_BUCKETS_PER_COLUMN buckets per column keeps column edges within a
+        # quarter column of the exact sample range.
+        while (
+            level + 1 < len(self.mins) and self.bucket_size(level + 1) * _MIN_BUCKETS_PER_COLUMN <= per_column
+        ):
             level += 1
         size = self.bucket_size(level)
         mins, maxs = self.mins[level], self.maxs[level]
@@ -89,7 +94,8 @@ class PeakPyramid:
         hi = np.maximum(np.ceil(edges[1:]).astype(np.int64), lo + 1)
         out_min = np.zeros(n_columns, np.float32)
         out_max = np.zeros(n_columns, np.float32)
-        inside = (hi > 0) & (lo < len(mins))
+        samples_at = start_s * self.rate + np.arange(n_columns + 1) * per_column
+        inside = (samples_at[1:] > 0) & (samples_at[:-1] < self.length) & (hi > 0) & (lo < len(mins))
         if not inside.any():
             return out_min, out_max
         lo_c = np.clip(lo, 0, len(mins) - 1)
