@@ -5,7 +5,7 @@ real ``Skywork/SkyReels-V3-R2V-14B`` folder (``model_index.json``, ``tokenizer/`
 ``transformer/``, ``vae/``, ``scheduler/``), sizes small enough that a whole render takes well under
 a second per step on a CPU. Weights are random; outputs are noise-like pictures.
 
-:data:`TINY_BUCKET_TABLES` keeps the official bucket keys with frame sizes shrunk ~10x, so the
+:data:`TINY_BUCKET_TABLES` keeps the official bucket keys with frame sizes shrunk ~20x, so the
 selection code runs unchanged on tiny frames.
 
 Imports torch, diffusers, transformers and tokenizers; never PySide6 or ``app``.
@@ -73,9 +73,9 @@ TINY_VAE_CONFIG: dict[str, Any] = {
                     1.5579, 1.6382, 1.1253, 2.8251, 1.916],
 }
 
-# Official keys, sizes divided by 10 (then the usual round-down to 16 applies; never below 16).
+# Official keys, sizes divided by 20 (then the usual round-down to 16 applies; never below 16).
 TINY_BUCKET_TABLES: dict[str, dict[str, tuple[int, int]]] = {
-    resolution: {key: (max(16, h // 10), max(16, w // 10)) for key, (h, w) in table.items()}
+    resolution: {key: (max(16, h // 20), max(16, w // 20)) for key, (h, w) in table.items()}
     for resolution, table in ASPECT_RATIO_CONFIG.items()
 }
 
