@@ -108,8 +108,9 @@ class FakeBackend:
       (``paused`` is set while it waits, so tests wait on it instead of sleeping).
     - cancel: the ``cancel`` event is checked before every step; once set, :class:`RenderCancelled`.
       A pause also ends when cancel is set.
-    - ``start_piece``: resume from that piece (earlier pieces are skipped), as a real backend does
-      when ``request.extra["resume_from_piece"]`` is given (that key wins when present).
+    - resume: like the real pipelines, each finished piece leaves a checkpoint in ``request.work_dir``
+      (``fake_piece_NNN.done``); a later render of the same request skips checkpointed pieces and
+      reports them in ``resumed_pieces``.
 
     With ``write_output`` (default) it writes a small real MP4 of numbered frames to
     ``request.output_path`` with ``core.media.writer``. ``calls`` records each request.
@@ -127,7 +128,7 @@ class FakeBackend:
     fail_message: str = "fake failure"
     invalid_message: str | None = None
     pause_at: tuple[int, int] | None = None
-    start_piece: int = 0
+    resumed_pieces: list[int] = field(default_factory=list)
     paused: threading.Event = field(default_factory=threading.Event)
     calls: list[RenderRequest] = field(default_factory=list)
     _release: threading.Event = field(default_factory=threading.Event)
@@ -140,8 +141,16 @@ class FakeBackend:
         if self.invalid_message:
             raise RequestInvalid(self.invalid_message)
 
-    def _steps(self, first_piece: int) -> Iterator[tuple[int, int]]:
-        for piece in range(first_piece, self.pieces):
+    @staticmethod
+    def _checkpoint(request: RenderRequest, piece: int) -> Path:
+        return Path(request.work_dir) / f"fake_piece_{piece:03d}.done"
+
+    def _steps(self, request: RenderRequest) -> Iterator[tuple[int, int]]:
+        self.resumed_pieces = []
+        for piece in range(self.pieces):
+            if self._checkpoint(request, piece).exists():
+                self.resumed_pieces.append(piece)
+                continue
             for step in range(self.steps):
                 yield piece, step
 
@@ -153,9 +162,8 @@ class FakeBackend:
     ) -> RenderResult:
         self.validate(request)
         self.calls.append(request)
-        first = int(request.extra.get("resume_from_piece", self.start_piece))
         emit(StatusMessage("fake backend starting"))
-        for piece, step in self._steps(first):
+        for piece, step in self._steps(request):
             if (piece, step) == self.pause_at:
                 self.paused.set()
                 while not self._release.wait(0.01):
@@ -168,8 +176,10 @@ class FakeBackend:
                 raise RuntimeError(self.fail_message)
             emit(Progress(step + 1, self.steps, piece, self.pieces))
             if step == self.steps - 1:
-                piece_path = os.path.join(request.work_dir, f"piece_{piece:03d}.mp4")
-                emit(PieceFinished(piece, self.pieces, piece_path, self.num_frames))
+                checkpoint = self._checkpoint(request, piece)
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                checkpoint.write_text("done")
+                emit(PieceFinished(piece, self.pieces, str(checkpoint), self.num_frames))
         if self.write_output:
             self._write(request.output_path)
         return RenderResult(
