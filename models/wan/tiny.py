@@ -31,7 +31,13 @@ __all__ = [
     "write_tiny_umt5_tokenizer",
     "write_tiny_wan_t5",
     "write_tiny_wan_vae",
+    "write_wan_shared_files",
 ]
+
+# File names of the shared components in the official extension / avatar layouts.
+VAE_FILE = "Wan2.1_VAE.pth"
+T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
+TOKENIZER_DIR = "google/umt5-xxl"
 
 TINY_VAE_CONFIG: dict[str, Any] = {
     "dim": 4,
@@ -198,3 +204,18 @@ def write_tiny_wan_t5(
     torch.save(state, pth)
     folder = write_tiny_umt5_tokenizer(tokenizer_dir)
     return pth, folder
+
+
+def write_wan_shared_files(root: PathLike, seed: int = 0) -> int:
+    """Write the tiny VAE, T5 and tokenizer under their official names into ``root``.
+
+    ``root/Wan2.1_VAE.pth`` (seed ``seed``), ``root/models_t5_umt5-xxl-enc-bf16.pth`` (seed
+    ``seed + 1``) and ``root/google/umt5-xxl/``, the layout the extension and avatar repos share.
+
+    Returns:
+        The T5 width (the DiT's ``text_dim`` for these files).
+    """
+    root = Path(root)
+    write_tiny_wan_vae(root / VAE_FILE, seed=seed)
+    write_tiny_wan_t5(root / T5_FILE, root / TOKENIZER_DIR, seed=seed + 1)
+    return int(TINY_T5_CONFIG["dim"])

@@ -21,7 +21,7 @@ from models.wan.loading import (
 )
 from models.wan.scheduler import FlowUniPCMultistepScheduler
 from models.wan.t5 import WanT5Encoder, WanT5EncoderModel, config_from_state_dict
-from models.wan.tiny import TINY_T5_CONFIG, write_tiny_wan_t5, write_tiny_wan_vae
+from models.wan.tiny import TINY_T5_CONFIG, write_tiny_wan_t5, write_tiny_wan_vae, write_wan_shared_files
 from models.wan.tokenizer import clean_prompt, collapse_whitespace
 from models.wan.vae import WanVAE
 from tests.models.test_golden import GOLDEN_DIR
@@ -156,9 +156,29 @@ def test_attention_backend_context_and_errors():
 @pytest.fixture(scope="module")
 def tiny_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("wan_tiny")
-    vae = write_tiny_wan_vae(root / "Wan2.1_VAE.pth")
-    t5, tok = write_tiny_wan_t5(root / "models_t5_umt5-xxl-enc-bf16.pth", root / "google" / "umt5-xxl")
-    return {"vae": vae, "t5": t5, "tokenizer": tok}
+    assert write_wan_shared_files(root) == TINY_T5_CONFIG["dim"]
+    return {
+        "vae": root / "Wan2.1_VAE.pth",
+        "t5": root / "models_t5_umt5-xxl-enc-bf16.pth",
+        "tokenizer": root / "google" / "umt5-xxl",
+    }
+
+
+def test_tiny_writers_are_deterministic_and_sized_like_the_golden_checkpoint(tmp_path):
+    a = write_tiny_wan_vae(tmp_path / "a.pth", seed=5)
+    b = write_tiny_wan_vae(tmp_path / "b.pth", seed=5)
+    first, second = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    t5, tok = write_tiny_wan_t5(tmp_path / "t5.pth", tmp_path / "tok", seed=5)
+    golden = EXTENSION_CASE / "checkpoint"
+    for ours, theirs in [(a, golden / "Wan2.1_VAE.pth"), (t5, golden / "models_t5_umt5-xxl-enc-bf16.pth")]:
+        mine, ref = torch.load(ours, weights_only=True), torch.load(theirs, weights_only=True)
+        assert {k: (v.shape, v.dtype) for k, v in mine.items()} == {
+            k: (v.shape, v.dtype) for k, v in ref.items()
+        }
+    assert sorted(p.name for p in tok.iterdir()) == sorted(
+        p.name for p in (golden / "google" / "umt5-xxl").iterdir()
+    )
 
 
 def test_tiny_vae_file_loads_and_round_trips_shapes(tiny_files):
