@@ -11,6 +11,11 @@ def run(
     meta: dict, weights: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     assert not weights, "the scheduler case has no weights"
+    # The scheduler cases flag primary outputs per output ("primary": true) instead of a top-level
+    # "primary_outputs" list; derive the list from those flags so the harness checks all of them.
+    meta.setdefault(
+        "primary_outputs", [name for name, spec in meta["outputs"].items() if spec.get("primary")]
+    )
     out: dict[str, torch.Tensor] = {}
     for steps, shift in meta["config"]["grid"]:
         tag = f"s{steps}_shift{int(shift) if float(shift).is_integer() else shift}"
