@@ -545,6 +545,7 @@ class ExtensionPipeline:
 
     def __init__(self, components: ExtensionComponents) -> None:
         self.components = components
+        self._decode_last = True
 
     def __call__(
         self,
@@ -553,11 +554,22 @@ class ExtensionPipeline:
         *,
         noise: NoiseSource | None = None,
         trace: dict[str, torch.Tensor] | None = None,
+        decode_last_piece: bool = True,
     ) -> ExtensionResult:
-        """Generate. ``noise`` replaces the seeded draws (golden vectors); ``trace`` collects
-        intermediates under the golden names (``text.context``, ``chunk0.noise``, ...)."""
+        """Generate.
+
+        Args:
+            prepared: from :func:`prepare_request`.
+            ctx: events, cancel and the piece store (default: silent, no checkpoints).
+            noise: replaces the seeded draws (golden vectors).
+            trace: collects intermediates under the golden names (``text.context``, ``chunk0.noise``,
+                ``chunk0.latents_final``, ...).
+            decode_last_piece: False stops after the last piece's denoising (its latents are in
+                ``trace``; the result holds the earlier pieces' frames only). For diagnostics.
+        """
         ctx = ctx or RunContext()
         noise = noise or seeded_noise(prepared.request.seed)
+        self._decode_last = decode_last_piece
         if prepared.request.mode is ExtensionMode.SINGLE_SHOT:
             return self._single_shot(prepared, ctx, noise, trace)
         return self._shot_switching(prepared, ctx, noise, trace)
@@ -663,6 +675,8 @@ class ExtensionPipeline:
             ctx.status(f"piece {piece.index + 1}/{total}: denoising")
             final = self._denoise(piece, total, request.steps, latents, model_call, ctx, trace)
             ctx.check_cancel()
+            if piece.index == total - 1 and not self._decode_last:
+                break
             ctx.status(f"piece {piece.index + 1}/{total}: decoding")
             decoded = model_to_pixels(self.components.vae.decode(torch.cat([prefix_latents, final.unsqueeze(0)], dim=2)))
             new_frames = decoded[SINGLE_SHOT_CONDITION_FRAMES:]
@@ -671,7 +685,8 @@ class ExtensionPipeline:
                 piece.index, total, new_frames, {"prefix_frames": torch.from_numpy(np.ascontiguousarray(condition))}
             )
             outputs.append(new_frames)
-        return ExtensionResult(np.concatenate(outputs, axis=0), FPS, prepared.plan, resumed)
+        frames = np.concatenate(outputs, axis=0) if outputs else np.zeros((0, prepared.height, prepared.width, 3), np.uint8)
+        return ExtensionResult(frames, FPS, prepared.plan, resumed)
 
     # -- shot switching ---------------------------------------------------------------------
 
@@ -699,6 +714,8 @@ class ExtensionPipeline:
         ctx.status("denoising")
         final = self._denoise(piece, 1, request.steps, latents, model_call, ctx, trace)
         ctx.check_cancel()
+        if not self._decode_last:
+            return ExtensionResult(np.zeros((0, prepared.height, prepared.width, 3), np.uint8), FPS, prepared.plan)
         ctx.status("decoding")
         frames = model_to_pixels(self.components.vae.decode(final.unsqueeze(0)))
         ctx.piece_finished(0, 1, frames)
