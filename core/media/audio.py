@@ -25,8 +25,6 @@ from scipy.signal import resample_poly
 from core.media.errors import CorruptMedia, NoAudioStream
 from core.media.probe import open_container
 
-_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
-
 _PREROLL = 0.1
 """Seconds decoded before a requested start (covers AAC/MP3 overlap and Opus pre-roll)."""
 
@@ -150,7 +148,16 @@ def _decode(
     origin: float,
 ) -> tuple[list[np.ndarray], float | None]:
     """Decode and resample from the current position; stop once ``start + wanted`` is covered."""
-    resampler = av.AudioResampler(format="flt", layout=_LAYOUTS[out_channels], rate=out_rate)
+    # The resampler changes only the rate and sample format; channels are converted by
+    # to_channels, which copies mono to both sides at full level (FFmpeg's upmix would lower
+    # it by 3 dB) and averages for downmixes.
+    # Surround sources folded to mono/stereo use FFmpeg's downmix matrix (centre into both sides).
+    src_channels = int(stream.codec_context.channels or 1)
+    if src_channels > 2 and out_channels <= 2:
+        layout = "mono" if out_channels == 1 else "stereo"
+        resampler = av.AudioResampler(format="flt", layout=layout, rate=out_rate)
+    else:
+        resampler = av.AudioResampler(format="flt", rate=out_rate)
     chunks: list[np.ndarray] = []
     first_time: float | None = None
     have = 0
@@ -162,18 +169,24 @@ def _decode(
                 if need is not None:
                     need += max(0, round((start - first_time) * out_rate))
             for out in resampler.resample(frame):
-                chunk = out.to_ndarray().reshape(-1, out_channels)
+                chunk = _planar_to_samples(out, out_channels)
                 chunks.append(chunk)
                 have += len(chunk)
             if need is not None and have >= need:
                 return chunks, first_time
         for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().reshape(-1, out_channels))
+            chunks.append(_planar_to_samples(out, out_channels))
     except av.FFmpegError as exc:
         if not chunks:
             raise CorruptMedia(p, f"its audio cannot be decoded ({exc})") from exc
         # A damaged tail: keep what decoded; the caller pads with silence.
     return chunks, first_time
+
+
+def _planar_to_samples(frame: Any, channels: int) -> np.ndarray:
+    """A packed ``flt`` frame as ``[n, channels]`` float32."""
+    have = max(1, len(frame.layout.channels))
+    return to_channels(frame.to_ndarray().reshape(-1, have), channels)
 
 
 def to_channels(samples: np.ndarray, channels: int) -> np.ndarray:

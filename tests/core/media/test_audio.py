@@ -65,6 +65,7 @@ def test_stereo_from_mono(sine_wav: Path) -> None:
     audio = load_audio(sine_wav, channels=2)
     assert audio.samples.shape == (48000, 2)
     assert np.allclose(audio.samples[:, 0], audio.samples[:, 1], atol=1e-3)
+    assert audio.samples.max() == pytest.approx(0.5, abs=1e-3)  # full level on both sides
     assert audio.mono().shape == (48000,)
 
 
