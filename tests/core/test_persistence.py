@@ -1,0 +1,238 @@
+"""Save files: round trips, relative paths, migrations, atomic writes, autosave, missing media, bad files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from core.edits import AddClip, AddMarker, RelinkAsset, SetClipGain
+from core.generation import GenerationRecipe, PieceFinished, RenderRequest, Task
+from core.persistence import (
+    CURRENT_VERSION,
+    ProjectCorrupt,
+    ProjectNotFound,
+    ProjectTooNew,
+    ProjectWriteError,
+    autosave_path,
+    discard_autosave,
+    load_autosave,
+    load_project,
+    migrate,
+    migrate_1_to_2,
+    save_project,
+    validate,
+    write_autosave,
+)
+from core.project import Clip, Marker, Project
+from core.render_queue import JobState, RenderQueue
+from tests.fakes import A1, AUDIO, IMAGE, V1, VIDEO, clip, sample_project
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "projects"
+
+
+def touch_media(project: Project) -> None:
+    for asset in project.assets:
+        Path(asset.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(asset.path).write_bytes(b"")
+
+
+def full_project(folder: Path) -> Project:
+    p = sample_project(folder / "media")
+    recipe = GenerationRecipe(Task.REFERENCE_TO_VIDEO, "héros — 英雄", reference_asset_ids=(IMAGE,), seed=3)
+    AddClip(Clip("g", VIDEO, V1, 0, 0, 50, recipe=recipe, takes=[IMAGE])).apply(p)
+    AddClip(clip("s", 60, 500, asset=IMAGE)).apply(p)
+    AddClip(clip("v", 0, 200, track=A1, asset=AUDIO)).apply(p)
+    SetClipGain("v", -6.5).apply(p)
+    AddMarker(Marker("m", 12, "beat")).apply(p)
+    touch_media(p)
+    return p
+
+
+def test_round_trip_is_exact_and_paths_are_relative(tmp_path: Path) -> None:
+    project = full_project(tmp_path)
+    path = save_project(project, tmp_path / "film.srproj")
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    assert raw["schema_version"] == CURRENT_VERSION
+    assert [a["path"] for a in raw["assets"]] == ["media/shot.mp4", "media/hero.png", "media/voice.wav"]
+    assert not list(tmp_path.glob("*.tmp"))
+    loaded = load_project(path)
+    assert loaded.project.to_dict() == project.to_dict()
+    assert loaded.missing_assets == [] and not loaded.autosave_newer and loaded.migrated_from is None
+
+
+def test_moving_the_project_folder_keeps_media_links(tmp_path: Path) -> None:
+    project = full_project(tmp_path / "a")
+    save_project(project, tmp_path / "a" / "film.srproj")
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    loaded = load_project(tmp_path / "b" / "film.srproj")
+    assert loaded.missing_assets == []
+    assert loaded.project.asset(VIDEO).path == str(tmp_path / "b" / "media" / "shot.mp4")
+
+
+def test_missing_media_opens_lists_and_relinks(tmp_path: Path) -> None:
+    project = full_project(tmp_path)
+    path = save_project(project, tmp_path / "film.srproj")
+    (tmp_path / "media" / "shot.mp4").rename(tmp_path / "moved.mp4")
+    loaded = load_project(path)
+    assert [a.asset_id for a in loaded.missing_assets] == [VIDEO]
+    assert loaded.project.asset(VIDEO).missing and loaded.project.clip("g").asset_id == VIDEO
+    RelinkAsset(VIDEO, str(tmp_path / "moved.mp4")).apply(loaded.project)
+    assert loaded.project.missing_assets() == []
+    save_project(loaded.project, path)
+    assert load_project(path).missing_assets == []
+
+
+def test_render_queue_persists_with_relative_paths(tmp_path: Path) -> None:
+    project = full_project(tmp_path)
+    queue = RenderQueue()
+    req = RenderRequest(
+        Task.REFERENCE_TO_VIDEO,
+        "p",
+        output_path=str(tmp_path / "renders" / "o.mp4"),
+        work_dir=str(tmp_path / "renders" / "o.work"),
+        reference_images=(str(tmp_path / "media" / "hero.png"),),
+    )
+    queue.submit(req, "g", job_id="j")
+    queue.start("j")
+    queue.apply_event("j", PieceFinished(0, 2, str(tmp_path / "renders" / "o.work" / "p0.npy"), 10))
+    path = save_project(project, tmp_path / "film.srproj", queue)
+    job = json.loads(path.read_text(encoding="utf-8"))["render_queue"]["jobs"][0]
+    assert job["request"]["output_path"] == "renders/o.mp4"
+    assert job["request"]["reference_images"] == ["media/hero.png"]
+    loaded = load_project(path)
+    assert [j.job_id for j in loaded.resumable_jobs] == ["j"]
+    restored = loaded.queue.job("j")
+    assert restored.request == req and restored.state is JobState.PAUSED and restored.last_finished_piece == 0
+
+
+def test_autosave_is_offered_when_newer_and_removed_by_save(tmp_path: Path) -> None:
+    project = full_project(tmp_path)
+    path = save_project(project, tmp_path / "film.srproj")
+    SetClipGain("g", -12.0).apply(project)
+    side = write_autosave(project, path)
+    assert side == autosave_path(path) == tmp_path / "film.autosave.json"
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # the project file is older than its autosave
+    loaded = load_project(path)
+    assert loaded.autosave_newer and loaded.autosave == side
+    assert loaded.project.clip("g").gain_db == 0.0  # the file itself is unchanged
+    recovered = load_autosave(path)
+    assert recovered.from_autosave and recovered.path == path
+    assert recovered.project.to_dict() == project.to_dict()
+    save_project(recovered.project, path)
+    assert not side.exists()
+    write_autosave(project, path)
+    discard_autosave(path)
+    assert not side.exists() and not load_project(path).autosave_newer
+
+
+def test_corrupt_file_raises_and_is_never_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "film.srproj"
+    path.write_text('{"schema_version": 2, "settings": ', encoding="utf-8")
+    before = path.read_bytes()
+    with pytest.raises(ProjectCorrupt, match=r"damaged \(invalid JSON at line 1") as info:
+        load_project(path)
+    assert info.value.path == path
+    with pytest.raises(ProjectWriteError, match="not a readable project"):
+        save_project(sample_project(), path)
+    assert path.read_bytes() == before
+    path.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ProjectCorrupt, match="not UTF-8"):
+        load_project(path)
+    path.write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(ProjectCorrupt, match="no schema_version"):
+        load_project(path)
+
+
+def test_schema_and_rule_violations_name_the_place(tmp_path: Path) -> None:
+    project = full_project(tmp_path)
+    path = save_project(project, tmp_path / "film.srproj")
+    good = json.loads(path.read_text(encoding="utf-8"))
+
+    bad = json.loads(json.dumps(good))
+    bad["tracks"][0]["clips"][0]["start"] = -4
+    path.write_text(json.dumps(bad), encoding="utf-8")
+    with pytest.raises(ProjectCorrupt, match=r"at \$\.tracks\[0\]\.clips\[0\]\.start: -4 is less than"):
+        load_project(path)
+
+    overlap = json.loads(json.dumps(good))
+    overlap["tracks"][0]["clips"][1]["start"] = 10
+    path.write_text(json.dumps(overlap), encoding="utf-8")
+    with pytest.raises(ProjectCorrupt, match="overlaps clip g"):
+        load_project(path)
+
+    version = json.loads(json.dumps(good))
+    version["schema_version"] = "two"
+    path.write_text(json.dumps(version), encoding="utf-8")
+    with pytest.raises(ProjectCorrupt, match="schema_version must be a whole number"):
+        load_project(path)
+
+
+def test_newer_version_is_refused_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "film.srproj"
+    path.write_text(json.dumps({"schema_version": CURRENT_VERSION + 5, "future": True}), encoding="utf-8")
+    before = path.read_bytes()
+    with pytest.raises(ProjectTooNew, match="newer SkyReels Studio") as info:
+        load_project(path)
+    assert info.value.version == CURRENT_VERSION + 5
+    with pytest.raises(ProjectTooNew, match="not replaced"):
+        save_project(sample_project(), path)
+    assert path.read_bytes() == before
+
+
+def test_missing_file_and_failed_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ProjectNotFound, match="does not exist"):
+        load_project(tmp_path / "nope.srproj")
+    with pytest.raises(ProjectWriteError, match="Could not save"):
+        save_project(sample_project(), tmp_path / "no-such-folder" / "film.srproj")
+    # A write that fails half-way (fault injected at fsync) leaves the previous file intact.
+    project = full_project(tmp_path)
+    path = save_project(project, tmp_path / "film.srproj")
+    before = path.read_bytes()
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    SetClipGain("g", 3.0).apply(project)
+    with pytest.raises(ProjectWriteError, match="No space left on device"):
+        save_project(project, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_v1_example_migrates_validates_and_opens(tmp_path: Path) -> None:
+    original = json.loads((EXAMPLES / "v1_example.json").read_text(encoding="utf-8"))
+    snapshot = json.dumps(original, sort_keys=True)
+    data, start = migrate(original)
+    assert start == 1 and data["schema_version"] == CURRENT_VERSION
+    assert json.dumps(original, sort_keys=True) == snapshot  # migrations are pure
+    validate(data)
+    assert migrate_1_to_2(original)["markers"] == []
+    shutil.copy(EXAMPLES / "v1_example.json", tmp_path / "old.srproj")
+    loaded = load_project(tmp_path / "old.srproj")
+    assert loaded.migrated_from == 1
+    project = loaded.project
+    assert project.clip("c-2").recipe is not None and project.clip("c-2").takes == []
+    assert project.track("t-a1").locked and project.clip("c-3").gain_db == -3.0
+    assert len(loaded.missing_assets) == 4  # the example's media is not beside the copy
+    # saving writes the current version; the old file is only replaced on purpose
+    save_project(project, tmp_path / "old.srproj")
+    assert json.loads((tmp_path / "old.srproj").read_text())["schema_version"] == CURRENT_VERSION
+
+
+def test_every_example_validates_after_migration() -> None:
+    examples = sorted(EXAMPLES.glob("v*_example.json"))
+    assert {p.name for p in examples} >= {"v1_example.json", f"v{CURRENT_VERSION}_example.json"}
+    for example in examples:
+        loaded = load_project(example)
+        assert loaded.project.check_invariants() == []
+    v2 = load_project(EXAMPLES / "v2_example.json")
+    assert [m.name for m in v2.project.markers] == ["cut to sailor"]
+    assert v2.project.clip("c-2").takes == ["a-gen-2"]
+    assert [j.job_id for j in v2.resumable_jobs] == ["j-1"]
+    assert v2.queue.job("j-1").request.input_video == str(EXAMPLES / "renders" / "shot-1.mp4")
