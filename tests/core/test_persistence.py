@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from core.edits import AddClip, AddMarker, RelinkAsset, SetClipGain
 from core.generation import GenerationRecipe, PieceFinished, RenderRequest, Task
@@ -17,12 +21,15 @@ from core.persistence import (
     ProjectNotFound,
     ProjectTooNew,
     ProjectWriteError,
+    _fast_check,
+    _validator,
     autosave_path,
     discard_autosave,
     load_autosave,
     load_project,
     migrate,
     migrate_1_to_2,
+    project_to_data,
     save_project,
     validate,
     write_autosave,
@@ -236,3 +243,66 @@ def test_every_example_validates_after_migration() -> None:
     assert v2.project.clip("c-2").takes == ["a-gen-2"]
     assert [j.job_id for j in v2.resumable_jobs] == ["j-1"]
     assert v2.queue.job("j-1").request.input_video == str(EXAMPLES / "renders" / "shot-1.mp4")
+
+
+# -- the fast schema check agrees with jsonschema ------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.floats(-2, 2, allow_nan=False)
+    | st.text(max_size=3)
+    | st.sampled_from(["video", "audio", "queued", "reference_to_video", "cut_in", "draft", "", "x"]),
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner, max_size=2),
+    max_leaves=4,
+)
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out += _paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            out += _paths(value, (*prefix, i))
+    return out
+
+
+@pytest.fixture(scope="module")
+def valid_documents(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    folder = tmp_path_factory.mktemp("docs")
+    project = full_project(folder)
+    queue = RenderQueue()
+    queue.submit(
+        RenderRequest(Task.TALKING_AVATAR, "p", str(folder / "o.mp4"), str(folder / "w")), job_id="j"
+    )
+    small = project_to_data(project, folder / "f.srproj", queue)
+    v2 = json.loads((EXAMPLES / "v2_example.json").read_text(encoding="utf-8"))
+    return [small, v2]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fast_schema_check_agrees_with_jsonschema(
+    data: st.DataObject, valid_documents: list[dict[str, Any]]
+) -> None:
+    fast = _fast_check()
+    assert fast is not None, "the project schema uses a keyword the fast checker does not know"
+    doc = copy.deepcopy(data.draw(st.sampled_from(valid_documents)))
+    for _ in range(data.draw(st.integers(1, 2))):
+        path = data.draw(st.sampled_from(_paths(doc)[1:]))
+        parent = doc
+        for key in path[:-1]:
+            parent = parent[key]
+        action = data.draw(st.sampled_from(["replace", "delete", "add"]))
+        if action == "replace":
+            parent[path[-1]] = data.draw(JSON_VALUES)
+        elif action == "delete" and isinstance(parent, dict):
+            del parent[path[-1]]
+        elif isinstance(parent[path[-1]], dict):
+            parent[path[-1]][data.draw(st.sampled_from(["extra", "name", "kind", "start"]))] = data.draw(
+                JSON_VALUES
+            )
+    assert fast(doc) == _validator().is_valid(doc)
