@@ -1,7 +1,7 @@
 """Project files: JSON save and load, schema validation, migrations, autosave, missing media.
 
 Owns: :func:`save_project`, :func:`load_project`, :func:`write_autosave`, :func:`load_autosave`,
-:func:`discard_autosave`, :func:`autosave_path`, :func:`migrate` and the ``migrate_<n>_to_<n+1>``
+:func:`discard_autosave`, :func:`autosave_path`, :func:`find_recovery`, :func:`load_recovery`, :func:`migrate` and the ``migrate_<n>_to_<n+1>``
 steps, :func:`atomic_write_text`, :class:`LoadedProject` and the :class:`ProjectFileError` family.
 
 The file: UTF-8 JSON with an integer ``"schema_version"`` (:data:`CURRENT_VERSION`), validated against
@@ -520,7 +520,7 @@ def load_project(path: str | os.PathLike[str]) -> LoadedProject:
     side = autosave_path(p)
     if side.is_file():
         result.autosave = side
-        result.autosave_newer = side.stat().st_mtime_ns > p.stat().st_mtime_ns
+        result.autosave_newer = find_recovery(p) is not None
     return result
 
 
@@ -531,8 +531,34 @@ def load_autosave(path: str | os.PathLike[str]) -> LoadedProject:
         ProjectNotFound / ProjectCorrupt / ProjectTooNew: as for :func:`load_project`.
     """
     p = Path(path).absolute()
-    result = _load(p, autosave_path(p), from_autosave=True)
-    result.autosave = autosave_path(p)
+    return load_recovery(autosave_path(p), p)
+
+
+def find_recovery(path: str | os.PathLike[str]) -> Path | None:
+    """The autosave of the project file ``path`` when it is newer than the file (a crash left it)."""
+    p = Path(path).absolute()
+    side = autosave_path(p)
+    if not side.is_file():
+        return None
+    if p.is_file() and side.stat().st_mtime_ns <= p.stat().st_mtime_ns:
+        return None
+    return side
+
+
+def load_recovery(
+    autosave: str | os.PathLike[str], path: str | os.PathLike[str] | None = None
+) -> LoadedProject:
+    """Open an autosave file found by :func:`find_recovery` (or an untitled project's backup).
+
+    Relative media paths resolve against the autosave's folder (the project's folder for a sidecar).
+    ``result.path`` is ``path`` (the project file the user will save to) or, without it, the autosave.
+
+    Raises:
+        ProjectNotFound / ProjectCorrupt / ProjectTooNew: as for :func:`load_project`.
+    """
+    source = Path(autosave).absolute()
+    result = _load(Path(path).absolute() if path is not None else source, source, from_autosave=True)
+    result.autosave = source
     return result
 
 

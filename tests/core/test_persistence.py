@@ -25,8 +25,10 @@ from core.persistence import (
     _validator,
     autosave_path,
     discard_autosave,
+    find_recovery,
     load_autosave,
     load_project,
+    load_recovery,
     migrate,
     migrate_1_to_2,
     project_to_data,
@@ -74,10 +76,11 @@ def test_round_trip_is_exact_and_paths_are_relative(tmp_path: Path) -> None:
 def test_moving_the_project_folder_keeps_media_links(tmp_path: Path) -> None:
     project = full_project(tmp_path / "a")
     save_project(project, tmp_path / "a" / "film.srproj")
-    shutil.move(tmp_path / "a", tmp_path / "b")
-    loaded = load_project(tmp_path / "b" / "film.srproj")
+    moved = tmp_path / "projets é 英雄"
+    shutil.move(tmp_path / "a", moved)
+    loaded = load_project(moved / "film.srproj")
     assert loaded.missing_assets == []
-    assert loaded.project.asset(VIDEO).path == str(tmp_path / "b" / "media" / "shot.mp4")
+    assert loaded.project.asset(VIDEO).path == str(moved / "media" / "shot.mp4")
 
 
 def test_missing_media_opens_lists_and_relinks(tmp_path: Path) -> None:
@@ -126,14 +129,16 @@ def test_autosave_is_offered_when_newer_and_removed_by_save(tmp_path: Path) -> N
     loaded = load_project(path)
     assert loaded.autosave_newer and loaded.autosave == side
     assert loaded.project.clip("g").gain_db == 0.0  # the file itself is unchanged
+    assert find_recovery(path) == side
     recovered = load_autosave(path)
     assert recovered.from_autosave and recovered.path == path
+    assert load_recovery(side).project.to_dict() == project.to_dict()
     assert recovered.project.to_dict() == project.to_dict()
     save_project(recovered.project, path)
     assert not side.exists()
     write_autosave(project, path)
     discard_autosave(path)
-    assert not side.exists() and not load_project(path).autosave_newer
+    assert not side.exists() and not load_project(path).autosave_newer and find_recovery(path) is None
 
 
 def test_corrupt_file_raises_and_is_never_overwritten(tmp_path: Path) -> None:
