@@ -178,9 +178,84 @@ def _float32_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x.float(), layer.weight.float(), bias)
 
 
+def _layer_norm(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The reference's layer norms: in a float32 model the output keeps the input dtype (so the
+    bfloat16 residual after a block gives a bfloat16 norm, as PyTorch does); under bfloat16 autocast
+    the norm runs in float32 (CUDA autocast's rule, applied here on every device)."""
+    if isinstance(layer, nn.Identity):
+        return x
+    assert isinstance(layer, nn.LayerNorm)
+    if torch.is_autocast_enabled(x.device.type):
+        x = x.float()
+    weight = layer.weight.to(x.dtype) if layer.weight is not None else None
+    bias = layer.bias.to(x.dtype) if layer.bias is not None else None
+    return F.layer_norm(x, layer.normalized_shape, weight, bias, layer.eps)
+
+
 def _modulate(normed: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """``LN(x)·(1 + scale) + shift`` per frame; ``normed`` is ``[B, F, tokens, C]``, result float32."""
     return normed.float() * (1 + scale) + shift
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight-only float8 (the official --low_vram mode uses torchao's float8_weight_only)
+
+FLOAT8_MAX = 448.0  # largest finite float8_e4m3fn
+
+
+class Float8WeightLinear(nn.Module):
+    """A Linear whose weight is stored as float8 e4m3 with one scale per output channel
+    (``amax / 448``), dequantised to the scale dtype for every matmul, like torchao's
+    ``float8_weight_only``. Halves the weight memory of bfloat16; the numbers change by the
+    quantisation only."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        weight = linear.weight.detach()
+        scale = weight.float().abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FLOAT8_MAX
+        self.register_buffer("qweight", (weight.float() / scale).to(torch.float8_e4m3fn))
+        self.register_buffer("scale", scale.to(weight.dtype))
+        self.bias = linear.bias
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.scale.dtype
+
+    def dequantized_weight(self) -> torch.Tensor:
+        return self.qweight.to(self.scale.dtype) * self.scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.dequantized_weight(), self.bias)
+
+
+def _weight_dtype(layer: nn.Module) -> torch.dtype:
+    if isinstance(layer, Float8WeightLinear):
+        return layer.compute_dtype
+    return layer.weight.dtype  # type: ignore[union-attr,return-value]
+
+
+def _block_tensors(block: nn.Module) -> list[torch.Tensor]:
+    """Parameters and buffers of a block (the float8 layers keep their weights in buffers)."""
+    return [*block.parameters(), *block.buffers()]
+
+
+def quantize_blocks_float8(model: ExtensionTransformer) -> int:
+    """Replace every Linear inside the transformer blocks (q/k/v/o of both attentions and the FFN:
+    ~99 % of the parameters) by :class:`Float8WeightLinear`. Embeddings and head keep their dtype.
+
+    Returns:
+        The number of layers converted.
+    """
+    count = 0
+    for block in model.blocks:
+        for parent in block.modules():
+            for name, child in list(parent.named_children()):
+                if type(child) is nn.Linear:
+                    setattr(parent, name, Float8WeightLinear(child))
+                    count += 1
+    return count
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,11 +290,11 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         b, s = x.shape[:2]
         shape = (b, s, self.num_heads, self.head_dim)
-        x = x.to(self.q.weight.dtype)
+        x = x.to(_weight_dtype(self.q))
         q = apply_rope(self.norm_q(self.q(x)).view(shape), rope)
         k = apply_rope(self.norm_k(self.k(x)).view(shape), rope)
         v = self.v(x).view(shape)
-        return self.o(_attention(q, k, v, self.q.weight.dtype).flatten(2))
+        return self.o(_attention(q, k, v, _weight_dtype(self.q)).flatten(2))
 
 
 class CrossAttention(SelfAttention):
@@ -230,7 +305,7 @@ class CrossAttention(SelfAttention):
         q = self.norm_q(self.q(x)).view(b, -1, self.num_heads, self.head_dim)
         k = self.norm_k(self.k(context)).view(b, -1, self.num_heads, self.head_dim)
         v = self.v(context).view(b, -1, self.num_heads, self.head_dim)
-        return self.o(_attention(q, k, v, self.q.weight.dtype).flatten(2))
+        return self.o(_attention(q, k, v, _weight_dtype(self.q)).flatten(2))
 
 
 class ExtensionBlock(nn.Module):
@@ -273,10 +348,10 @@ class ExtensionBlock(nn.Module):
         def per_frame(t: torch.Tensor) -> torch.Tensor:
             return t.unflatten(1, (frames, -1))
 
-        y = self.self_attn(_modulate(per_frame(self.norm1(x)), scale1, shift1).flatten(1, 2), rope)
+        y = self.self_attn(_modulate(per_frame(_layer_norm(self.norm1, x)), scale1, shift1).flatten(1, 2), rope)
         x = (per_frame(x).float() + per_frame(y).float() * gate1).flatten(1, 2)
-        x = x + self.cross_attn(self.norm3(x), context)
-        y = self._ffn(_modulate(per_frame(self.norm2(x)), scale2, shift2).flatten(1, 2))
+        x = x + self.cross_attn(_layer_norm(self.norm3, x), context)
+        y = self._ffn(_modulate(per_frame(_layer_norm(self.norm2, x)), scale2, shift2).flatten(1, 2))
         x = (per_frame(x).float() + per_frame(y).float() * gate2).flatten(1, 2)
         return x.to(torch.bfloat16) if round_output else x
 
@@ -293,7 +368,7 @@ class Head(nn.Module):
         frames = e.shape[1]
         mod = self.modulation.float().unsqueeze(0) + e.unsqueeze(2)  # [B, F, 2, C]
         shift, scale = mod[:, :, 0:1], mod[:, :, 1:2]
-        normed = self.norm(x).unflatten(1, (frames, -1))
+        normed = _layer_norm(self.norm, x).unflatten(1, (frames, -1))
         return self.head(_modulate(normed, scale, shift).flatten(1, 2))
 
 
@@ -323,6 +398,8 @@ class ExtensionTransformer(nn.Module):
         self.blocks = nn.ModuleList([ExtensionBlock(config) for _ in range(config.num_layers)])
         self.head = Head(config)
         self.round_between_blocks = True
+        self._offload: tuple[torch.device, torch.device] | None = None
+        self._host_weights: list[list[torch.Tensor]] = []
         self._rope_cache: dict[torch.device, torch.Tensor] = {}
 
     # -- options --------------------------------------------------------------------------------
@@ -331,6 +408,48 @@ class ExtensionTransformer(nn.Module):
         """Evaluate each FFN over at most ``tokens`` tokens at a time (lower peak memory, same numbers)."""
         for block in self.blocks:
             block.ffn_chunk_tokens = tokens  # type: ignore[union-attr]
+
+    def enable_block_offload(self, compute_device: torch.device | str, storage_device: torch.device | str = "cpu") -> None:
+        """Keep the blocks' weights on ``storage_device`` and upload each block to ``compute_device``
+        only while it runs (the official ``--low_vram`` block offload; numerically neutral).
+
+        Weights are read-only, so a block is released by pointing its parameters back at the host
+        copies: nothing is ever copied back. Host copies are pinned for a CUDA compute device.
+        Embeddings and head live on ``compute_device``.
+        """
+        compute = torch.device(compute_device)
+        storage = torch.device(storage_device)
+        self.disable_block_offload()
+        for name, child in self.named_children():
+            if name != "blocks":
+                child.to(compute)
+        pin = compute.type == "cuda" and storage.type == "cpu"
+        self._host_weights = []
+        for block in self.blocks:
+            hosts = []
+            for param in _block_tensors(block):
+                host = param.data.to(storage)
+                if pin:
+                    host = host.pin_memory()
+                param.data = host
+                hosts.append(host)
+            self._host_weights.append(hosts)
+        self._offload = (compute, storage)
+
+    def disable_block_offload(self) -> None:
+        """Back to all weights on the compute device."""
+        if self._offload is not None:
+            self.blocks.to(self._offload[0])
+        self._offload = None
+        self._host_weights = []
+
+    def _upload(self, index: int, device: torch.device) -> None:
+        for param, host in zip(_block_tensors(self.blocks[index]), self._host_weights[index], strict=True):
+            param.data = host.to(device, non_blocking=True)
+
+    def _release(self, index: int) -> None:
+        for param, host in zip(_block_tensors(self.blocks[index]), self._host_weights[index], strict=True):
+            param.data = host
 
     # -- forward --------------------------------------------------------------------------------
 
@@ -417,10 +536,17 @@ class ExtensionTransformer(nn.Module):
         text = self.text_embedding(context.to(weight.device))
 
         hidden = tokens
-        for block in self.blocks:
+        for index, block in enumerate(self.blocks):
             if between_blocks is not None:
                 between_blocks()
-            hidden = block(hidden, e0, rope, text, round_output)
+            if self._offload is None:
+                hidden = block(hidden, e0, rope, text, round_output)
+                continue
+            self._upload(index, self._offload[0])
+            try:
+                hidden = block(hidden, e0, rope, text, round_output)
+            finally:
+                self._release(index)
         out = self.head(hidden, e)
 
         if len(segments) > 1:

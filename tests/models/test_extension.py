@@ -267,3 +267,63 @@ def test_resume_from_last_finished_piece_equals_uninterrupted(single, media, tmp
     assert resumed.resumed_pieces == [0]
     assert {e.piece for e in events if isinstance(e, Progress)} == {1}
     np.testing.assert_array_equal(resumed.frames, full)
+
+
+# ---------------------------------------------------------------------------------------------
+# DiT memory options give the plain policy's numbers
+
+
+def _tiny_dit_call(seed: int = 0):
+    from models.extension.transformer import ExtensionDiTConfig, ExtensionTransformer
+
+    torch.manual_seed(seed)
+    config = ExtensionDiTConfig(dim=32, ffn_dim=64, freq_dim=32, text_dim=24, num_heads=2, num_layers=2, text_len=8)
+    model = ExtensionTransformer(config).eval()
+    x = [torch.randn(1, 16, 3, 4, 6), torch.randn(1, 16, 2, 4, 6)]
+    t = torch.tensor([[700, 700, 700, 0, 0]])
+    context = torch.randn(1, 8, 24)
+    return model, (x, t, context)
+
+
+def test_chunked_ffn_and_block_offload_match_plain():
+    model, args = _tiny_dit_call()
+    with torch.no_grad():
+        plain = model(*args)
+        model.set_ffn_chunking(5)
+        chunked = model(*args)
+        model.set_ffn_chunking(None)
+        model.enable_block_offload("cpu", "cpu")
+        offloaded = model(*args)
+        model.disable_block_offload()
+        again = model(*args)
+    torch.testing.assert_close(chunked, plain, atol=0, rtol=0)
+    torch.testing.assert_close(offloaded, plain, atol=0, rtol=0)
+    torch.testing.assert_close(again, plain, atol=0, rtol=0)
+
+
+def test_float8_blocks_equal_plain_model_with_dequantised_weights():
+    from models.extension.transformer import Float8WeightLinear, quantize_blocks_float8
+
+    model, args = _tiny_dit_call(1)
+    reference, _ = _tiny_dit_call(1)
+    assert quantize_blocks_float8(model) == 2 * (8 + 2)
+    for (name, layer), (_, plain) in zip(model.named_modules(), reference.named_modules(), strict=True):
+        if isinstance(layer, Float8WeightLinear):
+            assert layer.qweight.dtype == torch.float8_e4m3fn, name
+            plain.weight.data = layer.dequantized_weight()
+    with torch.no_grad():
+        quantised = model(*args)
+        expected = reference(*args)
+        model.enable_block_offload("cpu", "cpu")
+        offloaded = model(*args)
+    torch.testing.assert_close(quantised, expected, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(offloaded, quantised, atol=0, rtol=0)
+
+
+def test_bfloat16_weights_run_under_autocast_close_to_float32():
+    model, args = _tiny_dit_call(2)
+    with torch.no_grad():
+        full = model(*args)
+        half = model.to(torch.bfloat16)(*args)
+    assert half.dtype == torch.float32
+    assert (half - full).abs().max() < 0.05 * full.abs().max()
