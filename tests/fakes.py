@@ -105,7 +105,7 @@ class FakeBackend:
     - ``fail_at=(piece, step)``: raise ``RuntimeError(fail_message)`` before that step;
       ``invalid_message``: ``validate`` (and ``render``) raise :class:`RequestInvalid`.
     - ``pause_at=(piece, step)``: block before that step until :meth:`release` is called
-      (``paused`` is set while it waits, so tests wait on it instead of sleeping).
+      (``paused`` is set while it waits, so tests wait on it instead of sleeping). Each render pauses.
     - cancel: the ``cancel`` event is checked before every step; once set, :class:`RenderCancelled`.
       A pause also ends when cancel is set.
     - resume: like the real pipelines, each finished piece leaves a checkpoint in ``request.work_dir``
@@ -166,9 +166,11 @@ class FakeBackend:
         for piece, step in self._steps(request):
             if (piece, step) == self.pause_at:
                 self.paused.set()
+                # Wake on release or cancel; the short timeout only bounds how late a cancel is seen.
                 while not self._release.wait(0.01):
                     if cancel.is_set():
                         break
+                self._release.clear()  # the next render pauses again
                 self.paused.clear()
             if cancel.is_set():
                 raise RenderCancelled(f"cancelled at piece {piece}, step {step}")

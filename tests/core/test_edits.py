@@ -40,7 +40,7 @@ from core.edits import (
 )
 from core.generation import GenerationRecipe, Task
 from core.project import MIN_GAIN_DB, Asset, AssetKind, Clip, Marker, Project, ReferenceRole, Track, TrackKind
-from core.snapping import snap_frame, snap_targets
+from core.snapping import snap_clip_start, snap_frame, snap_targets
 from tests.fakes import A1, AUDIO, IMAGE, V1, V2, VIDEO, clip, sample_project
 
 
@@ -343,3 +343,9 @@ def test_snapping(project: Project) -> None:
     assert snap_frame(47, targets, tolerance=2) == 47  # nothing within 2 frames
     assert snap_frame(52, targets, tolerance=3) == 50
     assert snap_frame(25, targets, tolerance=5) == 20  # tie between 20 and 30 goes to the earlier
+    # a dragged clip snaps by whichever edge is nearer: tail 47+5=52 -> 50 (pull 2) beats head 47 -> 44 (pull 3)
+    assert snap_clip_start(47, 5, targets, tolerance=4) == 45
+    assert snap_clip_start(43, 10, targets, tolerance=2) == 44  # head pull 1 beats tail 53 -> 50 (3)
+    assert snap_clip_start(1, 100, targets, tolerance=0) == 1
+    assert snap_clip_start(2, 3, [0, 4], tolerance=5) == 1  # tail to 4 (pull 1) rather than head to 0 (2)
+    assert snap_clip_start(3, 50, [0], tolerance=5) == 0
