@@ -852,16 +852,22 @@ class _SetTrackFlag(Edit):
 class SetTrackLocked(_SetTrackFlag):
     """Lock (True) or unlock a track: a locked track's clips cannot be edited."""
 
-    label: ClassVar[str] = "Lock track"
     attribute: ClassVar[str] = "locked"
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return "Lock track" if self.value else "Unlock track"
 
 
 @dataclass
 class SetTrackMuted(_SetTrackFlag):
     """Mute (True) or unmute a track (allowed on locked tracks)."""
 
-    label: ClassVar[str] = "Mute track"
     attribute: ClassVar[str] = "muted"
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return "Mute track" if self.value else "Unmute track"
 
 
 @dataclass

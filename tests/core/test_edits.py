@@ -333,6 +333,8 @@ def test_project_settings(project: Project) -> None:
 def test_labels_are_user_text() -> None:
     assert MoveClip.label == "Move clip" and RippleDelete.label == "Ripple delete"
     assert TrimClip.merge_key != MoveClip.merge_key != SetClipGain.merge_key
+    assert SetTrackLocked(V1, False).label == "Unlock track" and SetTrackMuted(V1, True).label == "Mute track"
+    assert Compound("Paste", []).label == "Paste" and SplitAtFrame(3).label == "Split"
 
 
 def test_snapping(project: Project) -> None:
