@@ -10,6 +10,8 @@ pipelines call:
   encoder output times the attention mask (padded positions exactly zero), in the model dtype.
 * ``encode_trimmed(prompts) -> list[Tensor [L_i, dim]]``: the same, each row cut to its token count.
 * ``tokenize(prompts) -> (ids, mask)``.
+* Memory: ``from_pth(..., fp8=True)`` / ``enable_fp8_storage()`` keep the Linear weights in
+  float8_e4m3fn (upcast per layer); ``execution_device`` for weights streamed by offload hooks.
 
 Numerics follow the official module: RMS norm with the variance in float32 (result cast back to the
 weight dtype when that is half precision), no attention scaling, per-layer relative position bias
@@ -202,6 +204,24 @@ class WanT5EncoderModel(nn.Module):
         )
         self.norm = T5RMSNorm(dim)
 
+    def enable_layerwise_casting(
+        self, storage_dtype: torch.dtype = torch.float8_e4m3fn, compute_dtype: torch.dtype = torch.bfloat16
+    ) -> None:
+        """Store the Linear weights in ``storage_dtype``, upcast per layer to ``compute_dtype``.
+
+        Same contract as diffusers' ``ModelMixin.enable_layerwise_casting`` (which ``models.memory``
+        calls for fp8 storage). Norms, the embedding table and the position-bias tables keep their
+        dtype; they are tiny or (the embedding) indexed rather than multiplied.
+        """
+        from diffusers.hooks import apply_layerwise_casting
+
+        apply_layerwise_casting(
+            self,
+            storage_dtype=storage_dtype,
+            compute_dtype=compute_dtype,
+            skip_modules_pattern=("norm", "pos_embedding", "token_embedding"),
+        )
+
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``ids [B, L]`` (+ ``mask [B, L]``, 1 = token) -> final states ``[B, L, dim]`` (padding not zeroed)."""
         x = self.token_embedding(ids)
@@ -243,11 +263,21 @@ def config_from_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 
 
 class WanT5Encoder:
-    """Tokenizer + encoder, as the pipelines call it. Lives on the GPU worker (or CPU when offloaded)."""
+    """Tokenizer + encoder, as the pipelines call it. Lives on the GPU worker (or the CPU when parked).
+
+    Offload-friendly: ``model`` may be moved between devices at any time (a placement policy parks it
+    on the CPU between prompts); calls run where the weights are, or on ``execution_device`` when set,
+    which is what hooks that keep the weights on the CPU and stream ``model.blocks`` in need (e.g.
+    ``models.memory.enable_block_streaming(encoder.model, device)``, then
+    ``encoder.execution_device = device``). :meth:`enable_fp8_storage` keeps the Linear weights in
+    float8 (about half the bfloat16 footprint; not bit-neutral).
+    """
 
     def __init__(self, model: WanT5EncoderModel, tokenizer: WanTokenizer) -> None:
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
+        self.execution_device: torch.device | None = None
+        self._compute_dtype: torch.dtype | None = None
 
     @classmethod
     def from_pth(
@@ -257,8 +287,17 @@ class WanT5Encoder:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.bfloat16,
         text_len: int = TEXT_LEN,
+        fp8: bool = False,
     ) -> WanT5Encoder:
         """Load ``models_t5_umt5-xxl-enc-bf16.pth`` (sizes from its shapes) and the tokenizer folder.
+
+        Args:
+            pth: the encoder state dict (Wan key names).
+            tokenizer_dir: the ``google/umt5-xxl`` folder.
+            device: where the weights go.
+            dtype: compute dtype (the official pipelines use bfloat16).
+            text_len: padded prompt length (512).
+            fp8: store the Linear weights in float8_e4m3fn (see :meth:`enable_fp8_storage`).
 
         Raises:
             StateDictMismatchError: keys or shapes do not fit the encoder.
@@ -268,19 +307,41 @@ class WanT5Encoder:
         with torch.device("meta"):
             model = WanT5EncoderModel(**config)
         load_strict(model, state, device=device, dtype=dtype, what="Wan UMT5 encoder")
-        return cls(model, WanTokenizer(tokenizer_dir, text_len=text_len))
+        del state
+        encoder = cls(model, WanTokenizer(tokenizer_dir, text_len=text_len))
+        if fp8:
+            encoder.enable_fp8_storage()
+        return encoder
 
     @property
     def device(self) -> torch.device:
+        """Where calls run: ``execution_device`` if set, else the weights' device."""
+        if self.execution_device is not None:
+            return self.execution_device
         return self.model.token_embedding.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.token_embedding.weight.dtype
+        """The compute dtype (with fp8 storage: the dtype weights are upcast to)."""
+        return self._compute_dtype or self.model.norm.weight.dtype
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> WanT5Encoder:
+        if dtype is not None and self._compute_dtype is not None:
+            raise RuntimeError("cannot change the dtype of an encoder with fp8 storage; reload it instead")
         self.model.to(device=device, dtype=dtype)
         return self
+
+    def enable_fp8_storage(self) -> None:
+        """Keep every Linear weight in float8_e4m3fn, upcast layer by layer to the current dtype.
+
+        Halves the bfloat16 footprint of the 5.7B-parameter encoder (11.4 GB -> about 5.8 GB). The
+        text features then differ from bfloat16 ones by fp8 rounding (tests bound the deviation).
+        """
+        if self._compute_dtype is not None:
+            return
+        compute = self.model.norm.weight.dtype
+        self.model.enable_layerwise_casting(torch.float8_e4m3fn, compute)
+        self._compute_dtype = compute
 
     def tokenize(self, prompts: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Cleaned, padded token ids and mask, int64 ``[B, text_len]``."""

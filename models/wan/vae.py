@@ -16,6 +16,8 @@ Owns :class:`WanVAEModel` (the network; its ``state_dict`` keys are exactly thos
   a long output never sits in device memory at once. Concatenating the groups equals ``decode`` bit
   for bit: it is the very same computation.
 * ``decode_raw`` / ``encode_raw_mu``: the unclamped / un-normalised variants (tests, previews).
+* ``to(device, dtype)``; ``model`` may also be moved by a placement policy, and ``execution_device``
+  overrides where calls run (for offload hooks); the latent statistics follow each call.
 
 The causal temporal cache is an explicit per-call dictionary keyed by module, so a ``WanVAE`` holds
 no per-call state and two decodes never interfere.
@@ -408,22 +410,27 @@ def _as_batch(x: torch.Tensor, what: str) -> torch.Tensor:
 class WanVAE:
     """Normalising wrapper around :class:`WanVAEModel`, as the extension/avatar pipelines use it.
 
-    Stateless between calls (caches live per call); not safe to run two calls concurrently on the
-    same CUDA stream only for the usual GPU reasons. Lives on the GPU worker.
+    Holds no per-call state (the causal caches live inside each call). Lives on the GPU worker.
+    Offload-friendly: ``model`` may be moved between devices at any time (e.g. by a placement
+    policy); each call runs where the weights are, or on ``execution_device`` when set (for hooks
+    that keep weights on the CPU and stream them in). The latent statistics follow the call.
     """
 
     def __init__(self, model: WanVAEModel) -> None:
         self.model = model.eval().requires_grad_(False)
-        param = next(model.parameters())
-        self._stats(param.device, param.dtype)
+        self.execution_device: torch.device | None = None
+        z = model.z_dim
+        if z != len(LATENT_MEAN):
+            raise ValueError(
+                f"the Wan2.1 latent statistics have {len(LATENT_MEAN)} channels, the VAE has {z}"
+            )
+        # The official wrapper keeps [mean, 1/std] with 1/std computed in float32, and casts both to
+        # the VAE's dtype; kept here in float32 and cast per call.
+        self.mean = torch.tensor(LATENT_MEAN).view(1, z, 1, 1, 1)
+        self.inv_std = (1.0 / torch.tensor(LATENT_STD)).view(1, z, 1, 1, 1)
 
-    def _stats(self, device: torch.device, dtype: torch.dtype) -> None:
-        z = self.model.z_dim
-        mean = torch.tensor(LATENT_MEAN[:z] if z <= len(LATENT_MEAN) else [0.0] * z)
-        std = torch.tensor(LATENT_STD[:z] if z <= len(LATENT_STD) else [1.0] * z)
-        # The official wrapper keeps [mean, 1/std] (computed in float32) and casts both with .to(dtype).
-        self.mean = mean.to(device=device, dtype=dtype).view(1, z, 1, 1, 1)
-        self.inv_std = (1.0 / std).to(device=device, dtype=dtype).view(1, z, 1, 1, 1)
+    def _stat(self, stat: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return stat.to(device=like.device, dtype=self.dtype)
 
     @classmethod
     def from_config(
@@ -469,6 +476,9 @@ class WanVAE:
 
     @property
     def device(self) -> torch.device:
+        """Where calls run: ``execution_device`` if set, else the weights' device."""
+        if self.execution_device is not None:
+            return self.execution_device
         return next(self.model.parameters()).device
 
     @property
@@ -480,17 +490,15 @@ class WanVAE:
         return self.model.z_dim
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> WanVAE:
-        """Move (and optionally cast) the network and its latent statistics; returns ``self``."""
+        """Move (and optionally cast) the network; returns ``self``."""
         self.model.to(device=device, dtype=dtype)
-        self.mean = self.mean.to(device=device, dtype=dtype)
-        self.inv_std = self.inv_std.to(device=device, dtype=dtype)
         return self
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """Pixels ``[B, 3, F, H, W]`` / ``[3, F, H, W]`` in [-1, 1] -> normalised latent mean, float32 5-D."""
         mu, _ = self.model.encode_moments(_as_batch(video, "video").to(self.device, self.dtype))
-        return ((mu - self.mean) * self.inv_std).float()
+        return ((mu - self._stat(self.mean, mu)) * self._stat(self.inv_std, mu)).float()
 
     @torch.no_grad()
     def encode_raw_mu(self, video: torch.Tensor) -> torch.Tensor:
@@ -500,7 +508,7 @@ class WanVAE:
 
     def _denormalise(self, latents: torch.Tensor) -> torch.Tensor:
         z = _as_batch(latents, "latents").to(self.device, self.dtype)
-        return z / self.inv_std + self.mean
+        return z / self._stat(self.inv_std, z) + self._stat(self.mean, z)
 
     @torch.no_grad()
     def iter_decode(
