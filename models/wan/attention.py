@@ -12,7 +12,9 @@ semantics. Its kernels:
   is cast back to the input dtype.
 * ``"sage"``: SageAttention (``sageattention.sageattn``) when installed, CUDA only, half dtypes.
 * ``"auto"`` (default): flash, then sage, when installed and the tensors are half precision on CUDA;
-  SDPA otherwise. So CPU runs and float32 runs always take SDPA.
+  SDPA otherwise. So CPU runs and float32 runs always take SDPA. A kernel that raises under
+  ``"auto"`` (unsupported GPU, head size, broken build) is reported once with a warning and replaced
+  by SDPA for the rest of the process; an explicitly requested kernel is never replaced.
 
 The kernel is chosen per call (``backend=``) or for a block of code with the context manager
 :func:`attention_backend` (a context variable: it applies to the current thread/task only).
@@ -30,6 +32,7 @@ import contextvars
 import importlib
 import importlib.util
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from functools import cache
 from typing import Any, Literal
@@ -49,6 +52,9 @@ __all__ = [
 AttentionBackend = Literal["auto", "sdpa", "math", "flash", "sage"]
 BACKENDS: tuple[str, ...] = ("auto", "sdpa", "math", "flash", "sage")
 _HALF = (torch.float16, torch.bfloat16)
+
+# Kernels that failed once under "auto" in this process (not retried).
+_broken: set[str] = set()
 
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("wan_attention_backend", default="auto")
 
@@ -152,25 +158,26 @@ def attention(
         )
     name = backend or _current.get()
     _validate(name)
-    if name == "auto":
-        name = _auto_choice(q)
     out_dtype = q.dtype
-    if name == "sdpa":
-        out = _sdpa(q, k, v, softmax_scale, causal)
-    elif name == "math":
-        out = _math(q, k, v, softmax_scale, causal)
-    elif name == "flash":
-        out = _flash(q, k, v, softmax_scale, causal)
-    else:
-        out = _sage(q, k, v, softmax_scale, causal)
-    return out.to(out_dtype)
+    if name != "auto":
+        return _KERNELS[name](q, k, v, softmax_scale, causal).to(out_dtype)
+    chosen = _auto_choice(q)
+    if chosen in ("flash", "sage"):
+        try:
+            return _KERNELS[chosen](q, k, v, softmax_scale, causal).to(out_dtype)
+        except (RuntimeError, ValueError) as error:
+            # An installed kernel that cannot run here (GPU architecture, head size, build mismatch):
+            # fall back to SDPA, as the official code does, and stop trying that kernel.
+            _broken.add(chosen)
+            warnings.warn(f"attention kernel {chosen!r} failed ({error}); using torch SDPA", stacklevel=2)
+    return _sdpa(q, k, v, softmax_scale, causal).to(out_dtype)
 
 
 def _auto_choice(q: torch.Tensor) -> str:
     if q.is_cuda and q.dtype in _HALF:
-        if _flash_impl() is not None:
+        if "flash" not in _broken and _flash_impl() is not None:
             return "flash"
-        if _sage_impl() is not None:
+        if "sage" not in _broken and _sage_impl() is not None:
             return "sage"
     return "sdpa"
 
@@ -232,3 +239,11 @@ def _sage(
     qh, kh, vh = _half(q), _half(k), _half(v)
     kh, vh = kh.to(qh.dtype), vh.to(qh.dtype)
     return func(qh, kh, vh, tensor_layout="NHD", is_causal=causal, sm_scale=scale)  # type: ignore[no-any-return]
+
+
+_KERNELS: dict[str, Callable[..., torch.Tensor]] = {
+    "sdpa": _sdpa,
+    "math": _math,
+    "flash": _flash,
+    "sage": _sage,
+}

@@ -150,6 +150,24 @@ def test_attention_backend_context_and_errors():
         attention(q, torch.randn(1, 2, 2, 4), torch.randn(1, 2, 2, 4))
 
 
+def test_auto_attention_falls_back_to_sdpa_when_a_kernel_fails(monkeypatch):
+    import models.wan.attention as wan_attention
+
+    def broken_kernel(*args, **kwargs):
+        raise RuntimeError("no kernel image for this GPU")
+
+    monkeypatch.setattr(wan_attention, "_broken", set())
+    monkeypatch.setattr(wan_attention, "_auto_choice", lambda q: "flash")
+    monkeypatch.setitem(wan_attention._KERNELS, "flash", broken_kernel)
+    q = torch.randn(1, 3, 2, 4, generator=torch.Generator().manual_seed(7))
+    with pytest.warns(UserWarning, match="'flash' failed"):
+        out = attention(q, q, q)
+    torch.testing.assert_close(out, attention(q, q, q, backend="sdpa"), rtol=0, atol=0)
+    assert wan_attention._broken == {"flash"}
+    with pytest.raises(RuntimeError, match="no kernel image"):
+        attention(q, q, q, backend="flash")  # an explicit request is never silently replaced
+
+
 # -- VAE --------------------------------------------------------------------------------------
 
 
