@@ -326,6 +326,7 @@ def enable_block_streaming(
     """
     onload = torch.device(onload_device)
     stream = (onload.type == "cuda") if use_stream is None else use_stream
+    _let_group_offloading_run_without_accelerator()
     apply_group_offloading(
         model,
         onload_device=onload,
@@ -336,6 +337,38 @@ def enable_block_streaming(
         use_stream=stream,
     )
     model._skyreels_streamed = True  # type: ignore[assignment]
+
+
+class _AcceleratorFallback:
+    """``torch.accelerator`` stand-in whose ``current_accelerator()`` is the CPU when there is none."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch.accelerator, name)
+
+    @staticmethod
+    def current_accelerator(*args: Any, **kwargs: Any) -> torch.device:
+        return torch.accelerator.current_accelerator(*args, **kwargs) or torch.device("cpu")
+
+
+class _TorchForGroupOffloading:
+    """The ``torch`` module as diffusers' group offloading sees it, with :class:`_AcceleratorFallback`."""
+
+    accelerator = _AcceleratorFallback()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch, name)
+
+
+def _let_group_offloading_run_without_accelerator() -> None:
+    """diffusers 0.34's group offloading evaluates ``torch.accelerator.current_accelerator().type`` on
+    every onload/offload, which raises on a machine without any accelerator (our CI, CPU-only users)
+    although no stream is used there. Give that one diffusers module a ``torch`` whose
+    ``current_accelerator()`` falls back to the CPU (``torch.cpu`` offers the stream API it then
+    touches); nothing else in the process is affected, and machines with a GPU are left alone."""
+    from diffusers.hooks import group_offloading
+
+    if torch.accelerator.current_accelerator() is None and group_offloading.torch is torch:
+        group_offloading.torch = _TorchForGroupOffloading()  # type: ignore[assignment]
 
 
 def is_streamed(module: nn.Module) -> bool:

@@ -289,13 +289,11 @@ class ReferenceToVideoPipeline:
         device: torch.device | str = "cpu",
         placement: Any | None = None,
         bucket_tables: Mapping[str, BucketTable] | None = None,
-        vae_frames_per_decode: int = 1,
     ) -> None:
         self.components = components
         self.device = torch.device(device)
         self.placement = placement or _Placement()
         self.bucket_tables = dict(bucket_tables or {})
-        self.vae_frames_per_decode = vae_frames_per_decode
 
     # -- phases ---------------------------------------------------------------------------------
 
@@ -502,6 +500,50 @@ class ReferenceToVideoPipeline:
         ctx.piece_finished(0, 1, frames)
         return R2VResult(frames=frames, fps=FPS, bucket=bucket, steps=request.effective_steps, seed=request.seed,
                          trace=trace if trace is not None else {})
+
+
+def job_size(request: R2VRequest, images: list[Image.Image],
+             bucket_tables: Mapping[str, BucketTable] | None = None, **sizes: Any) -> Any:
+    """The :class:`models.memory.JobSize` of a validated request (full-size model unless ``sizes``)."""
+    from models.memory import JobSize
+
+    resolution = request.effective_resolution
+    bucket = select_bucket(resolution, image_size=images[0].size, aspect=request.aspect,
+                           table_override=(bucket_tables or {}).get(resolution))
+    guidance = request.guidance_scale if request.guidance_scale is not None else request.preset.guidance_scale
+    return JobSize.r2v(bucket.height, bucket.width, request.num_frames, guidance=guidance > 1.0, **sizes)
+
+
+def load_pipeline(
+    root: str | Path,
+    *,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.bfloat16,
+    plan: Any | None = None,
+    bucket_tables: Mapping[str, BucketTable] | None = None,
+) -> ReferenceToVideoPipeline:
+    """Load the R2V folder and carry out a :class:`models.memory.MemoryPlan` (default: all resident).
+
+    Parked or streamed networks are loaded straight to the CPU, so the device never holds them all.
+
+    Raises:
+        ModelsMissing: incomplete folder or weights that do not fit (everything is named).
+    """
+    from models.memory import MemoryPlan, apply_transformer_policies, apply_vae_policies, placement_for
+    from models.r2v.loading import load_components
+
+    plan = plan or MemoryPlan(device=str(device), compute_dtype=dtype)
+    components = load_components(
+        root,
+        device=device,
+        dtype=dtype,
+        text_encoder_device="cpu" if plan.park_idle else device,
+        transformer_device="cpu" if (plan.park_idle or plan.block_streaming) else device,
+    )
+    apply_transformer_policies(components.transformer, plan)
+    apply_vae_policies(components.vae, plan)
+    return ReferenceToVideoPipeline(components, device=device, placement=placement_for(plan),
+                                    bucket_tables=bucket_tables)
 
 
 def _compute_dtype(module: torch.nn.Module) -> torch.dtype:
