@@ -265,7 +265,7 @@ def memory_policy_checks(gpus: Sequence[GpuInfo]) -> list[Check]:
     where = (
         f"GPU 0 ({free / GIB:.0f} GiB free)"
         if gpus
-        else f"a {REFERENCE_FREE_BYTES / GIB:.0f} GiB card, for reference"
+        else f"a 24 GB card ({REFERENCE_FREE_BYTES / GIB:.0f} GiB free; no GPU here, shown for reference)"
     )
     planner: Callable[[Task, str], str]
     note = ""
