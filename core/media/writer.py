@@ -99,8 +99,9 @@ class VideoWriter:
         audio_channels: 1 (mono) or 2 (stereo).
         crf: x264 constant rate factor (0 lossless .. 51 worst; 18 is visually lossless).
         preset: x264 speed preset.
-        keyframe_interval: frames between keyframes. ``None`` picks one second, which keeps
-            random access in the editor fast at a small cost in size.
+        keyframe_interval: frames between keyframes. ``None`` picks half a second: files we
+            write are edited, and a seek decodes on average half a GOP, so short GOPs keep
+            scrubbing fast (about 20% larger than one-second GOPs at the same quality).
         audio_bitrate: AAC bitrate in bits per second.
 
     Raises:
@@ -148,7 +149,7 @@ class VideoWriter:
         except (OSError, av.FFmpegError) as exc:
             raise WriteFailed(self.path, f"cannot create file ({exc})") from exc
         try:
-            gop = keyframe_interval if keyframe_interval is not None else max(1, round(self.fps))
+            gop = keyframe_interval if keyframe_interval is not None else max(1, round(self.fps / 2))
             video: Any = self._container.add_stream("libx264", rate=self.fps)
             video.width, video.height = self.encoded_size
             video.pix_fmt = "yuv420p"
@@ -335,7 +336,7 @@ def write_video(
         audio: optional float32 samples ``[n]`` or ``[n, channels]``.
         audio_rate: sample rate of ``audio`` (required with it).
         crf: x264 quality.
-        keyframe_interval: frames between keyframes (default one second).
+        keyframe_interval: frames between keyframes (default half a second).
 
     Returns:
         The destination path.

@@ -35,7 +35,9 @@ def test_backwards_and_across_keyframes(numbered_clip: Path) -> None:
 
 def test_b_frames_and_long_gop(tmp_path: Path) -> None:
     # The default one-second GOP with x264's B-frames: presentation order differs from decode order.
-    out = write_video(tmp_path / "long.mp4", (numbered_frame(i, 96, 64) for i in range(60)), 30)
+    out = write_video(
+        tmp_path / "long.mp4", (numbered_frame(i, 96, 64) for i in range(60)), 30, keyframe_interval=30
+    )
     with VideoReader(out, cache_bytes=0) as reader:
         for i in [59, 0, 31, 30, 29, 58, 1, 45]:
             assert read_frame_number(reader.frame_at(i)) == i
@@ -58,6 +60,17 @@ def test_cache_hits_return_the_same_read_only_array(numbered_clip: Path) -> None
         assert again is first and not first.flags.writeable
         stats = reader.cache.stats()
         assert stats.hits >= 1 and stats.entries == 1 and stats.bytes == first.nbytes
+
+
+def test_stepping_back_reuses_decoded_frames(numbered_clip: Path) -> None:
+    with VideoReader(numbered_clip) as reader:
+        assert read_frame_number(reader.frame_at(23)) == 23  # decodes 12..23 forward
+        before = reader.decoded.stats().hits
+        assert [read_frame_number(reader.frame_at(i)) for i in (22, 20, 17)] == [22, 20, 17]
+        assert reader.decoded.stats().hits >= before + 1
+    with VideoReader(numbered_clip, cache_bytes=0) as reader:
+        reader.frame_at(23)
+        assert reader.decoded.stats().entries == 0  # cache_bytes=0 turns both caches off
 
 
 def test_cache_is_bounded_by_bytes() -> None:
