@@ -214,6 +214,32 @@ def load_clip_vision(
     return ClipImageEncoder(visual, config.image_size)
 
 
+def config_from_state_dict(state: dict[str, torch.Tensor], vision_heads: int | None = None) -> ClipConfig:
+    """Sizes read from a CLIP state dict's shapes. Head counts are not visible in shapes: the vision tower
+    gets ``vision_heads`` or, by default, the release's head width of 80 (1280 / 16)."""
+    patch = state["visual.patch_embedding.weight"]
+    dim = int(patch.shape[0])
+    blocks = {key.split(".")[2] for key in state if key.startswith("visual.transformer.")}
+    text_blocks = {key.split(".")[2] for key in state if key.startswith("textual.blocks.")}
+    text_dim = int(state["textual.token_embedding.weight"].shape[1])
+    patches = int(state["visual.pos_embedding"].shape[1]) - 1
+    return ClipConfig(
+        embed_dim=int(state["visual.head"].shape[1]),
+        image_size=round(patches**0.5) * int(patch.shape[-1]),
+        patch_size=int(patch.shape[-1]),
+        vision_dim=dim,
+        vision_mlp_ratio=state["visual.transformer.0.mlp.0.weight"].shape[0] / dim,
+        vision_heads=vision_heads or max(1, dim // 80),
+        vision_layers=len(blocks),
+        vocab_size=int(state["textual.token_embedding.weight"].shape[0]),
+        max_text_len=int(state["textual.pos_embedding.weight"].shape[0]),
+        type_size=int(state["textual.type_embedding.weight"].shape[0]),
+        text_dim=text_dim,
+        text_heads=max(1, text_dim // 64),
+        text_layers=len(text_blocks),
+    )
+
+
 def full_size_state_dict() -> dict[str, torch.Tensor]:
     """The full-size XLM-R ViT-H/14 CLIP on the meta device: keys, shapes and dtypes of the release."""
     with torch.device("meta"):

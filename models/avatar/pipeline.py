@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +43,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from core.generation import ModelsMissing, Quality, RenderRequest, RequestInvalid, Task
+from core.generation import ModelsMissing, Quality, RenderRequest, RenderResult, RequestInvalid, Task
 from models.avatar import audio as avatar_audio
 from models.avatar.clip import CHECKPOINT_NAME as CLIP_FILE
 from models.avatar.clip import ClipConfig, ClipImageEncoder, load_clip_vision
+from models.avatar.clip import config_from_state_dict as clip_config_from_state_dict
 from models.avatar.color import match_colors, to_uint8
 from models.avatar.schedule import DEFAULT_SHIFT, DEFAULT_STEPS, avatar_timesteps, euler_step, noise_to
 from models.avatar.transformer import AvatarTransformer, AvatarTransformerConfig
@@ -273,8 +274,8 @@ def resize_and_crop(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     scale = max(target_h / image.height, target_w / image.width)
     new_h, new_w = math.ceil(scale * image.height), math.ceil(scale * image.width)
     resized = np.asarray(image.resize((new_w, new_h), resample=Image.BILINEAR))
-    top = int(round((new_h - target_h) / 2.0))
-    left = int(round((new_w - target_w) / 2.0))
+    top = round((new_h - target_h) / 2.0)
+    left = round((new_w - target_w) / 2.0)
     return np.ascontiguousarray(resized[top : top + target_h, left : left + target_w])
 
 
@@ -415,8 +416,9 @@ def load_components(
         device: where the DiT, T5, CLIP and VAE run (wav2vec2 stays on the CPU).
         dtype: DiT and T5 weight dtype (bfloat16 in production, float32 for parity runs).
         clip_dtype: CLIP dtype (default float16 as the official pipeline, float32 if ``dtype`` is).
-        sizes: sizes the official code hard-codes, for tiny checkpoints: ``{"wan_clip": {...}}``
-            (``clip_xlm_roberta_vit_h_14`` kwargs) and ``{"wan_vae": {...}}``; default: the release.
+        sizes: sizes the official code hard-codes (``{"wan_clip": {...}, "wan_vae": {...}}``, the
+            ``clip_xlm_roberta_vit_h_14`` / VAE kwargs). Default: read from the files' tensor shapes,
+            with the release's CLIP head width (80).
 
     Raises:
         ModelsMissing: files are missing (all named).
@@ -449,8 +451,13 @@ def load_components(
     transformer = transformer.to(device).eval().requires_grad_(False)
 
     text_encoder = WanT5Encoder.from_pth(root / T5_FILE, root / T5_TOKENIZER_DIR, device=device, dtype=dtype)
-    clip_config = ClipConfig.from_dict(sizes["wan_clip"]) if "wan_clip" in sizes else ClipConfig()
-    clip = load_clip_vision(load_state_dict_file(root / CLIP_FILE), clip_config, dtype=clip_dtype).to(device)
+    clip_state = load_state_dict_file(root / CLIP_FILE)
+    clip_config = (
+        ClipConfig.from_dict(sizes["wan_clip"])
+        if "wan_clip" in sizes
+        else clip_config_from_state_dict(clip_state)
+    )
+    clip = load_clip_vision(clip_state, clip_config, dtype=clip_dtype).to(device)
     vae_config = dict(sizes["wan_vae"]) if "wan_vae" in sizes else None
     vae = WanVAE.from_pth(root / VAE_FILE, device=device, dtype=torch.float32, config=vae_config)
     return AvatarComponents(transformer, text_encoder, clip, vae, feature_extractor, audio_encoder, device)
@@ -744,7 +751,7 @@ class TalkingAvatarPipeline:
         table = self.bucket_tables.get(resolution) or BUCKETS[resolution]
         size = select_bucket(inputs.portrait.width, inputs.portrait.height, table)
         pixels = resize_and_crop(inputs.portrait, size)
-        portrait = torch.from_numpy(pixels).permute(2, 0, 1)[None, :, None].float() / 255
+        portrait = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None, :, None].float() / 255
         portrait = (portrait - 0.5) * 2
         if trace is not None:
             trace["portrait.pixels"] = torch.from_numpy(pixels.copy())
@@ -893,3 +900,51 @@ def _install_block_cancel_checks(transformer: torch.nn.Module, ctx: RunContext) 
         block.register_forward_pre_hook(lambda module, args: ctx.check_cancel())
         for block in transformer.blocks
     ]
+
+
+def render_to_file(
+    pipeline: TalkingAvatarPipeline,
+    request: AvatarRequest,
+    output_path: str | Path,
+    ctx: RunContext | None = None,
+    *,
+    inputs: AvatarInputs | None = None,
+) -> RenderResult:
+    """Generate and stream the frames into an H.264 MP4 at 25 fps with the loudness-normalised audio
+    (AAC, 16 kHz mono: the official output muxes that copy, not the user's file). The file appears
+    atomically when complete; a failed or cancelled render leaves none.
+
+    Raises:
+        RequestInvalid, RenderCancelled: as :meth:`TalkingAvatarPipeline.generate`.
+    """
+    from core.media.writer import VideoWriter
+
+    inputs = inputs or validate_request(request)
+    writer: VideoWriter | None = None
+
+    def sink(frames: np.ndarray) -> None:
+        nonlocal writer
+        if writer is None:
+            height, width = frames.shape[1:3]
+            writer = VideoWriter(output_path, FPS, width, height, audio_rate=avatar_audio.SAMPLE_RATE)
+        for frame in frames:
+            writer.write_frame(frame)
+
+    try:
+        result = pipeline.generate(request, ctx, inputs=inputs, on_frames=sink)
+        assert writer is not None, "the pipeline produced no frames"
+        writer.write_audio(inputs.speech)
+        path = writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    return RenderResult(
+        output_path=str(path),
+        num_frames=result.num_frames,
+        fps=FPS,
+        width=result.width,
+        height=result.height,
+        has_audio=True,
+        seconds=result.num_frames / FPS,
+    )
