@@ -27,7 +27,8 @@ DiskUsage = namedtuple("DiskUsage", "total used free")
 
 
 def _payload(n: int, seed: int) -> bytes:
-    return bytes((i * 31 + seed * 7) % 251 for i in range(n))
+    period = bytes((i * 31 + seed * 7) % 251 for i in range(251))
+    return (period * (n // 251 + 1))[:n]
 
 
 def write_safetensors(path: Path, tensors: dict[str, int], seed: int = 0) -> None:
@@ -527,3 +528,233 @@ def test_cli_locate_remembers_a_folder(tmp_path: Path):
     assert ms.locate(Task.REFERENCE_TO_VIDEO).path == root
     code, text = run_cli("locate", "--task", "reference_to_video", str(tmp_path / "nothing"))
     assert code == 1 and "python main.py models download --task reference_to_video" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# The real hub code path (huggingface_hub's hf_hub_download) against a local fake of the hub API
+
+
+class FakeHub:
+    """Serves folders as hub repositories over HTTP on 127.0.0.1: the model-info API and ``resolve/``
+    downloads with ETag/X-Repo-Commit/X-Linked-* headers and Range requests, like huggingface.co."""
+
+    COMMIT = "0123456789abcdef0123456789abcdef01234567"
+    LFS_SUFFIXES = (".safetensors", ".pth", ".bin")
+
+    def __init__(
+        self, repos: dict[str, Path], gated: tuple[str, ...] = (), slow: tuple[str, ...] = ()
+    ) -> None:
+        import hashlib
+        import http.server
+
+        self.repos = repos
+        self.gated = gated
+        self.slow = slow  # files sent in 1 MiB pieces with a pause (to interrupt them)
+        self.log: list[tuple[str, str, str | None]] = []
+        self.meta: dict[tuple[str, str], dict] = {}
+        for repo_id, root in repos.items():
+            for p in sorted(q for q in root.rglob("*") if q.is_file()):
+                data = p.read_bytes()
+                rel = p.relative_to(root).as_posix()
+                entry = {"size": len(data)}
+                if p.suffix in self.LFS_SUFFIXES:
+                    entry["sha256"] = hashlib.sha256(data).hexdigest()
+                entry["git"] = hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()
+                self.meta[(repo_id, rel)] = entry
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # keep the test output clean
+                pass
+
+            def do_HEAD(self) -> None:
+                self._serve(body=False)
+
+            def do_GET(self) -> None:
+                self._serve(body=True)
+
+            def _error(self, status: int, code: str) -> None:
+                self.send_response(status)
+                self.send_header("X-Error-Code", code)
+                self.send_header("X-Error-Message", code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def _serve(self, body: bool) -> None:
+                from urllib.parse import unquote, urlsplit
+
+                path = unquote(urlsplit(self.path).path)
+                hub.log.append((self.command, path, self.headers.get("Range")))
+                if path.startswith("/api/models/"):
+                    repo_id = "/".join(path[len("/api/models/") :].split("/")[:2])
+                    if repo_id in hub.gated:
+                        return self._error(401, "GatedRepo")
+                    if repo_id not in hub.repos:
+                        return self._error(404, "RepoNotFound")
+                    siblings = []
+                    for (rid, rel), m in sorted(hub.meta.items()):
+                        if rid == repo_id:
+                            sib = {"rfilename": rel, "size": m["size"], "blobId": m["git"]}
+                            if "sha256" in m:
+                                sib["lfs"] = {"size": m["size"], "sha256": m["sha256"], "pointerSize": 134}
+                            siblings.append(sib)
+                    raw = json.dumps({"id": repo_id, "sha": hub.COMMIT, "siblings": siblings}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(raw)))
+                    self.end_headers()
+                    if body:
+                        self.wfile.write(raw)
+                    return None
+                repo_id, _, rest = path.lstrip("/").partition("/resolve/")
+                rel = rest.partition("/")[2]
+                m = hub.meta.get((repo_id, rel))
+                if m is None:
+                    return self._error(404, "EntryNotFound")
+                data = (hub.repos[repo_id] / rel).read_bytes()
+                start = 0
+                if body and self.headers.get("Range", "").startswith("bytes="):
+                    start = int(self.headers["Range"][6:].split("-")[0])
+                self.send_response(206 if start else 200)
+                etag = m.get("sha256") or m["git"]
+                self.send_header("ETag", f'"{m["git"]}"')
+                if "sha256" in m:
+                    self.send_header("X-Linked-Etag", f'"{etag}"')
+                    self.send_header("X-Linked-Size", str(m["size"]))
+                self.send_header("X-Repo-Commit", hub.COMMIT)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(len(data) - start))
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.end_headers()
+                if not body:
+                    return None
+                piece = 1 << 20
+                for offset in range(start, len(data), piece):
+                    self.wfile.write(data[offset : offset + piece])
+                    self.wfile.flush()
+                    if rel in hub.slow:
+                        import time
+
+                        time.sleep(0.15)
+                return None
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def gets(self, suffix: str) -> list[str | None]:
+        """Range headers of the file downloads (GET on resolve/) whose path ends with ``suffix``."""
+        return [
+            rng
+            for method, path, rng in self.log
+            if method == "GET" and "/resolve/" in path and path.endswith(suffix)
+        ]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hub_env(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.delenv("HF_HUB_ENABLE_HF_TRANSFER", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    hubs: list[FakeHub] = []
+
+    def start(*args, **kwargs) -> FakeHub:
+        hub = FakeHub(*args, **kwargs)
+        hubs.append(hub)
+        return hub
+
+    yield start
+    for hub in hubs:
+        hub.close()
+
+
+def test_hub_download_into_the_cache_is_found_offline_afterwards(tmp_path: Path, hub_env, monkeypatch):
+    hub = hub_env({"Skywork/SkyReels-V3-A2V-19B": make_avatar(tmp_path / "served")})
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)  # the default source follows HF_ENDPOINT
+    events: list[ms.DownloadProgress] = []
+    result = ms.download(Task.TALKING_AVATAR, progress_cb=events.append)
+    cache = tmp_path / "hub-cache" / "models--Skywork--SkyReels-V3-A2V-19B"
+    assert result.path == cache / "snapshots" / FakeHub.COMMIT
+    assert result.report.status is ms.Status.READY
+    assert (cache / "refs" / "main").read_text() == FakeHub.COMMIT
+    assert events[-1].done_bytes == events[-1].total_bytes
+    # from now on nothing needs the network
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert ms.resolve_for_pipeline(Task.TALKING_AVATAR) == result.path
+    # a second run (online again) fetches nothing
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    before = len(hub.gets(""))
+    again = ms.download(Task.TALKING_AVATAR, source=ms.HubSource(endpoint=hub.url))
+    assert len(hub.gets("")) == before and again.fetched_bytes == 0
+
+
+def test_hub_download_cancelled_mid_file_resumes_with_a_range_request(tmp_path: Path, hub_env):
+    root = make_r2v(tmp_path / "served")
+    big = "transformer/diffusion_pytorch_model-00002-of-00002.safetensors"
+    write_safetensors(root / big, {"blocks.2.weight": 6_000_000, "blocks.2.bias": 40}, seed=3)  # 24 MB
+    index = json.loads((root / "transformer/diffusion_pytorch_model.safetensors.index.json").read_text())
+    index["weight_map"]["blocks.2.weight"] = big.split("/")[1]
+    write_json(root / "transformer/diffusion_pytorch_model.safetensors.index.json", index)
+    hub = hub_env({"Skywork/SkyReels-V3-R2V-14B": root}, slow=(big,))
+    source = ms.HubSource(endpoint=hub.url, poll_s=0.05, subprocess_min_bytes=1_000_000)
+    cancel = threading.Event()
+
+    def stop_when_data_arrives(p: ms.DownloadProgress) -> None:
+        if p.file == big and p.phase == "download" and p.file_done > 0:
+            cancel.set()
+
+    with pytest.raises(ms.DownloadCancelled):
+        ms.download(
+            Task.REFERENCE_TO_VIDEO, progress_cb=stop_when_data_arrives, cancel_event=cancel, source=source
+        )
+    blobs = tmp_path / "hub-cache" / "models--Skywork--SkyReels-V3-R2V-14B" / "blobs"
+    partial = list(blobs.glob("*.incomplete"))
+    assert len(partial) == 1 and 0 < partial[0].stat().st_size < (root / big).stat().st_size
+
+    result = ms.download(Task.REFERENCE_TO_VIDEO, source=ms.HubSource(endpoint=hub.url))
+    assert result.report.status is ms.Status.READY
+    ranges = hub.gets(big)
+    assert ranges[0] is None and ranges[-1] is not None and ranges[-1].startswith("bytes=")
+    assert int(ranges[-1][6:].split("-")[0]) > 0  # resumed, not restarted
+    assert (result.path / big).read_bytes() == (root / big).read_bytes()
+
+
+def test_hub_cache_shares_the_vae_and_text_encoder_blobs(tmp_path: Path, hub_env):
+    hub = hub_env(
+        {
+            "Skywork/SkyReels-V3-Video-Extension": make_extension(tmp_path / "ext"),
+            "Skywork/SkyReels-V3-TalkingAvatar": make_avatar(tmp_path / "avatar"),
+        }
+    )
+    source = ms.HubSource(endpoint=hub.url)
+    ms.download(Task.SHOT_SWITCHING_EXTENSION, "Skywork/SkyReels-V3-Video-Extension", source=source)
+    result = ms.download(Task.TALKING_AVATAR, "Skywork/SkyReels-V3-TalkingAvatar", source=source)
+    assert result.report.status is ms.Status.READY
+    for name in ("Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth"):
+        assert len(hub.gets(name)) == 1  # fetched for the extension only
+        ext = (
+            tmp_path
+            / "hub-cache"
+            / "models--Skywork--SkyReels-V3-Video-Extension"
+            / "snapshots"
+            / FakeHub.COMMIT
+        )
+        a, b = (ext / name).resolve().stat(), (result.path / name).resolve().stat()
+        assert (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
+
+
+def test_gated_repository_error_says_what_to_do(tmp_path: Path, hub_env):
+    hub = hub_env(
+        {"Skywork/SkyReels-V3-A2V-19B": make_avatar(tmp_path / "served")},
+        gated=("Skywork/SkyReels-V3-A2V-19B",),
+    )
+    with pytest.raises(ms.DownloadError) as err:
+        ms.download(Task.TALKING_AVATAR, source=ms.HubSource(endpoint=hub.url))
+    assert "gated" in str(err.value) and "HF_TOKEN" in str(err.value)
