@@ -758,3 +758,15 @@ def test_gated_repository_error_says_what_to_do(tmp_path: Path, hub_env):
     with pytest.raises(ms.DownloadError) as err:
         ms.download(Task.TALKING_AVATAR, source=ms.HubSource(endpoint=hub.url))
     assert "gated" in str(err.value) and "HF_TOKEN" in str(err.value)
+
+
+def test_hub_download_into_a_folder_records_hashes(tmp_path: Path, hub_env):
+    hub = hub_env({"Skywork/SkyReels-V3-R2V-14B": make_r2v(tmp_path / "served")})
+    target = tmp_path / "models" / "SkyReels-V3-R2V-14B"
+    result = ms.download(Task.REFERENCE_TO_VIDEO, target=target, source=ms.HubSource(endpoint=hub.url))
+    assert result.path == target and result.report.status is ms.Status.READY
+    manifest = ms.read_manifest(target)
+    assert manifest["repo_id"] == "Skywork/SkyReels-V3-R2V-14B" and manifest["revision"] == FakeHub.COMMIT
+    assert not (target / "README.md").exists() and not (target / "assets").exists()  # not needed
+    assert ms.check_folder(Task.REFERENCE_TO_VIDEO, target, deep=True).status is ms.Status.READY
+    assert ms.locate(Task.REFERENCE_TO_VIDEO).path == target  # remembered
