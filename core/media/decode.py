@@ -364,8 +364,10 @@ class VideoReader:
         live_pts = self._live_pts
         reuse = self._live is not None and live_pts is not None and starts[0] <= live_pts < target
         for attempt, key in enumerate(starts):
-            # Skipping is an optimisation: the retries decode everything.
-            self._target = target if attempt == 0 else None
+            # Skip non-reference frames only on a fresh seek: when continuing forward (playback,
+            # drag scrubbing) every frame is kept in the decoded cache for stepping back. The
+            # retries decode everything.
+            self._target = target if attempt == 0 and not reuse else None
             if not (reuse and attempt == 0):
                 self._seek(key)
             assert self._live is not None
