@@ -288,6 +288,25 @@ def test_t5_on_the_golden_extension_checkpoint_gives_the_case_tokens_and_context
     )
 
 
+def test_t5_on_the_golden_avatar_checkpoint_gives_the_case_tokens_and_context():
+    case_dir = GOLDEN_DIR / "pipelines" / "talking_avatar"
+    case = json.loads((case_dir / "case.json").read_text())
+    expected = load_file(str(case_dir / "expected.safetensors"))
+    ckpt = case_dir / case["checkpoint"]
+    enc = WanT5Encoder.from_pth(
+        ckpt / "models_t5_umt5-xxl-enc-bf16.pth", ckpt / "google" / "umt5-xxl", dtype=torch.float32
+    )
+    # Rows 0 and 2 of the case: the user prompt and the fixed connection prompt.
+    prompts = [case["parameters"]["prompt"], "a person is talking"]
+    ids, mask = enc.tokenize(prompts)
+    assert torch.equal(ids, expected["text.input_ids"][[0, 2]])
+    assert torch.equal(mask, expected["text.attention_mask"][[0, 2]])
+    context = enc.encode(prompts)
+    for row, name in enumerate(["text.context", "text.connection_embedding"]):
+        tol = case["tolerance"]["per_output"][name]
+        torch.testing.assert_close(context[row], expected[name], atol=tol["atol"], rtol=tol["rtol"])
+
+
 def test_t5_rejects_a_state_dict_without_the_embedding():
     with pytest.raises(ValueError, match="token_embedding"):
         config_from_state_dict({"norm.weight": torch.ones(4)})
