@@ -789,6 +789,7 @@ def locate(
     """
     task = Task(task)
     repo = repo_for_task(task)
+    spec = spec.strip() or None if spec else None  # a request's empty model field means the defaults
     if is_tiny(spec):
         return ModelLocation(task, spec, repo, None, "tiny", None)
     cache = Path(cache_dir) if cache_dir else None
@@ -1365,7 +1366,14 @@ def download(
     cache = Path(cache_dir) if cache_dir else hub_cache_dir()
     target_dir = Path(target).expanduser().absolute() if target is not None else None
 
-    listing = source.list_files(repo_id, revision)
+    try:
+        listing = source.list_files(repo_id, revision)
+    except DownloadError:
+        # Offline, or the hub is unreachable: a complete copy already here is all the caller needs.
+        have = target_dir if target_dir is not None else locate(task, repo_id, cache_dir=cache).path
+        if have is not None and check_folder(task, have).ready:
+            return DownloadResult(have, check_folder(task, have), 0, (), ())
+        raise
     unmet = _unmet_requirements(repo, task, listing.files)
     if unmet:
         raise DownloadError(
@@ -1405,7 +1413,13 @@ def download(
             todo.append((f, "link"))
         else:
             todo.append((f, "fetch"))
-            needed += max(0, (f.size or 0) - source.partial_bytes(listing, f, target_dir, cache))
+            in_blobs = (
+                target_dir is None
+                and f.sha256 is not None
+                and (dest_root.parent.parent / "blobs" / f.sha256).is_file()
+            )
+            if not in_blobs:  # a blob of an older snapshot is reused by hf_hub_download: no new bytes
+                needed += max(0, (f.size or 0) - source.partial_bytes(listing, f, target_dir, cache))
     where = _existing_ancestor(target_dir if target_dir is not None else cache)
     free = int(disk_usage(str(where)).free)
     headroom = int(needed * 0.02) + 50 * MB if needed else 0

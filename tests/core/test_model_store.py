@@ -688,6 +688,8 @@ def test_hub_download_into_the_cache_is_found_offline_afterwards(tmp_path: Path,
     # from now on nothing needs the network
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert ms.resolve_for_pipeline(Task.TALKING_AVATAR) == result.path
+    offline = ms.download(Task.TALKING_AVATAR)  # nothing to fetch: fine without the hub
+    assert offline.path == result.path and offline.report.ready and offline.fetched_bytes == 0
     # a second run (online again) fetches nothing
     monkeypatch.delenv("HF_HUB_OFFLINE")
     before = len(hub.gets(""))
