@@ -201,6 +201,17 @@ def cmd_locate(args: argparse.Namespace, out: TextIO) -> int:
     if args.forget:
         out.write(("Forgot " if config.forget(args.forget) else "Was not remembered: ") + args.forget + "\n")
         return 0
+    if args.add:
+        folder = Path(args.add).expanduser()
+        if not folder.is_dir():
+            out.write(f"Cannot add {folder}: not a folder.\n")
+            return 2
+        config.remember(folder)
+        out.write(f"Added {folder.resolve()} to your model folders ({config.path}):\n")
+        for task in Task:
+            loc = ms.locate(task, config_path=args.config)
+            out.write(f"  {task.value}: {loc.status.value}{f'  {loc.path}' if loc.path else ''}\n")
+        return 0
     task = Task(args.task)
     location = ms.locate(task, args.spec, config_path=args.config)
     if location.is_tiny:
@@ -249,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=TASK_NAMES, default=Task.REFERENCE_TO_VIDEO.value)
     p.add_argument("spec", nargs="?", help="folder, repo id or 'tiny' (default: search everywhere)")
     p.add_argument("--remember", action="store_true", help="add the folder to your model folders")
+    p.add_argument(
+        "--add", metavar="FOLDER", help="add a folder (or a folder of model folders) for every task"
+    )
     p.add_argument("--forget", metavar="FOLDER", help="remove a folder from your model folders")
     return parser
 

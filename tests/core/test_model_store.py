@@ -772,3 +772,14 @@ def test_hub_download_into_a_folder_records_hashes(tmp_path: Path, hub_env):
     assert not (target / "README.md").exists() and not (target / "assets").exists()  # not needed
     assert ms.check_folder(Task.REFERENCE_TO_VIDEO, target, deep=True).status is ms.Status.READY
     assert ms.locate(Task.REFERENCE_TO_VIDEO).path == target  # remembered
+
+
+def test_cli_locate_add_registers_a_folder_of_model_folders(tmp_path: Path):
+    make_avatar(tmp_path / "disk" / "SkyReels-V3-A2V-19B")
+    make_r2v(tmp_path / "disk" / "SkyReels-V3-Reference2Video")
+    code, text = run_cli("locate", "--add", str(tmp_path / "disk"))
+    assert code == 0
+    assert f"talking_avatar: ready  {tmp_path / 'disk' / 'SkyReels-V3-A2V-19B'}" in text
+    assert f"reference_to_video: ready  {tmp_path / 'disk' / 'SkyReels-V3-Reference2Video'}" in text
+    assert "single_shot_extension: missing" in text
+    assert run_cli("locate", "--add", str(tmp_path / "nope"))[0] == 2
