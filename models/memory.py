@@ -54,6 +54,7 @@ class Policy(str, enum.Enum):
     BLOCK_STREAMING = "block_streaming"
     CHUNKED_FFN = "chunked_ffn"
     TILED_VAE = "tiled_vae"
+    TEXT_ENCODER_ON_CPU = "text_encoder_on_cpu"
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class MemoryPlan:
     use_stream: bool = False
     ffn_chunk_tokens: int | None = None
     tiled_vae: bool = False
+    text_encoder_on_cpu: bool = False
     estimated_peak_bytes: int = 0
     reasons: tuple[str, ...] = field(default_factory=tuple)
 
@@ -136,6 +138,8 @@ class MemoryPlan:
             chosen.append(Policy.CHUNKED_FFN)
         if self.tiled_vae:
             chosen.append(Policy.TILED_VAE)
+        if self.text_encoder_on_cpu:
+            chosen.append(Policy.TEXT_ENCODER_ON_CPU)
         return tuple(chosen)
 
     def describe(self) -> str:
@@ -187,14 +191,17 @@ def plan_memory(
     if chunk:
         reasons.append(f"{job.tokens} tokens: FFN in chunks of {chunk}")
 
-    def peak(park: bool, fp8: bool, stream: bool, tiled: bool, ffn_chunk: int | None) -> int:
+    def text_fits(budget: int) -> bool:
+        return job.text_encoder_bytes() + job.vae_bytes() <= budget
+
+    def peak(park: bool, fp8: bool, stream: bool, tiled: bool, ffn_chunk: int | None, text_on_cpu: bool = False) -> int:
         dit = job.transformer_bytes(fp8)
         if stream:  # two groups resident (the running one and the prefetched one) + the small rest
             dit = 2 * job.block_bytes(fp8) + dit // 100
         activations = job.activation_bytes(ffn_chunk)
         vae = job.vae_bytes()
         decode = job.vae_decode_bytes(tiled)
-        text = job.text_encoder_bytes()
+        text = 0 if text_on_cpu else job.text_encoder_bytes()
         if not park:
             return text + dit + vae + max(activations, decode)
         return max(text + vae, dit + vae + activations, vae + decode)
@@ -220,20 +227,27 @@ def plan_memory(
     if low_vram:
         candidates = [c for c in candidates if c[1] and c[2] and c[3]]
         reasons.append("low-VRAM mode requested")
+    # A parked text encoder still needs the whole device for its one forward; when even that does not
+    # fit (8-12 GB cards) it runs on the CPU: one 512-token forward, slow but bounded.
+    text_on_cpu = not text_fits(budget)
     chosen = candidates[-1]
     for candidate in candidates:
+        cpu_text = text_on_cpu and candidate[0]
         ffn_chunk = chunk
-        if peak(*candidate[:4], ffn_chunk) > budget and ffn_chunk is None:
+        if peak(*candidate[:4], ffn_chunk, cpu_text) > budget and ffn_chunk is None:
             ffn_chunk = DEFAULT_FFN_CHUNK_TOKENS  # try chunking before a heavier policy
-        if peak(*candidate[:4], ffn_chunk) <= budget:
+        if peak(*candidate[:4], ffn_chunk, cpu_text) <= budget:
             chosen, chunk = candidate, ffn_chunk
             break
     else:
         chunk = DEFAULT_FFN_CHUNK_TOKENS
         reasons.append(f"even the lightest plan may not fit {free_bytes / GIB:.1f} GiB free")
     park, fp8, stream, tiled, why = chosen
+    text_on_cpu = text_on_cpu and park
     if chunk and not any("FFN" in reason for reason in reasons):
         reasons.append(f"FFN in chunks of {chunk} tokens to fit")
+    if text_on_cpu:
+        reasons.append("the text encoder does not fit: it runs on the CPU")
     reasons.append(why)
     return MemoryPlan(
         device=device,
@@ -245,7 +259,8 @@ def plan_memory(
         use_stream=stream and on_cuda,
         ffn_chunk_tokens=chunk,
         tiled_vae=tiled,
-        estimated_peak_bytes=peak(park, fp8, stream, tiled, chunk),
+        text_encoder_on_cpu=text_on_cpu,
+        estimated_peak_bytes=peak(park, fp8, stream, tiled, chunk, text_on_cpu),
         reasons=tuple(reasons),
     )
 
@@ -375,6 +390,16 @@ def is_streamed(module: nn.Module) -> bool:
     return bool(getattr(module, "_skyreels_streamed", False))
 
 
+def keep_on_cpu(module: nn.Module) -> nn.Module:
+    """Mark ``module`` to run where it is (the CPU): :class:`Placement` never moves it."""
+    module._skyreels_stays_on_cpu = True  # type: ignore[assignment]
+    return module
+
+
+def _pinned_in_place(module: nn.Module) -> bool:
+    return is_streamed(module) or bool(getattr(module, "_skyreels_stays_on_cpu", False))
+
+
 def apply_transformer_policies(model: nn.Module, plan: MemoryPlan) -> nn.Module:
     """Apply the plan's transformer policies in a compatible order (fp8, then streaming, then FFN)."""
     if plan.fp8:
@@ -396,7 +421,7 @@ class Placement:
     """Moves networks onto the device for their phase and, when parking, back to the CPU afterwards.
 
     Thread contract: used by the pipeline's thread only. Streamed modules are left alone (their hooks
-    move blocks themselves).
+    move blocks themselves), and so are modules marked with :func:`keep_on_cpu`.
     """
 
     def __init__(self, device: torch.device | str, park_idle: bool) -> None:
@@ -405,13 +430,13 @@ class Placement:
         self.moves: list[tuple[str, str]] = []  # (module class, device) for logs and tests
 
     def activate(self, module: nn.Module) -> None:
-        if is_streamed(module):
+        if _pinned_in_place(module):
             return
         module.to(self.device)
         self.moves.append((type(module).__name__, str(self.device)))
 
     def park(self, module: nn.Module) -> None:
-        if not self.park_idle or is_streamed(module):
+        if not self.park_idle or _pinned_in_place(module):
             return
         module.to("cpu")
         self.moves.append((type(module).__name__, "cpu"))

@@ -529,7 +529,13 @@ def load_pipeline(
     Raises:
         ModelsMissing: incomplete folder or weights that do not fit (everything is named).
     """
-    from models.memory import MemoryPlan, apply_transformer_policies, apply_vae_policies, placement_for
+    from models.memory import (
+        MemoryPlan,
+        apply_transformer_policies,
+        apply_vae_policies,
+        keep_on_cpu,
+        placement_for,
+    )
     from models.r2v.loading import load_components
 
     plan = plan or MemoryPlan(device=str(device), compute_dtype=dtype)
@@ -537,9 +543,11 @@ def load_pipeline(
         root,
         device=device,
         dtype=dtype,
-        text_encoder_device="cpu" if plan.park_idle else device,
+        text_encoder_device="cpu" if (plan.park_idle or plan.text_encoder_on_cpu) else device,
         transformer_device="cpu" if (plan.park_idle or plan.block_streaming) else device,
     )
+    if plan.text_encoder_on_cpu:
+        keep_on_cpu(components.text_encoder)
     apply_transformer_policies(components.transformer, plan)
     apply_vae_policies(components.vae, plan)
     return ReferenceToVideoPipeline(components, device=device, placement=placement_for(plan),
