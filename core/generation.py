@@ -229,6 +229,10 @@ class ModelsMissing(RuntimeError):
     get it."""
 
 
+class OutOfMemory(RuntimeError):
+    """The device ran out of memory; the message says what to change. Finished pieces are kept."""
+
+
 class InferenceBackend(Protocol):
     """Implemented in ``models`` (real pipelines) and ``tests`` (fakes). ``emit`` may be called from any
     thread; ``cancel`` is polled at least once per denoising step."""
