@@ -253,7 +253,8 @@ def prepare_audio(path: str, start_s: float | None = None, end_s: float | None =
         speech = avatar_audio.load_audio(file, start_s=start_s, end_s=end_s)
         avatar_audio.check_duration(len(speech) / avatar_audio.SAMPLE_RATE)
     except avatar_audio.AudioError as error:
-        raise RequestInvalid(str(error).capitalize()) from error
+        message = str(error)
+        raise RequestInvalid(message[:1].upper() + message[1:]) from error
     return avatar_audio.loudness_norm(speech).astype(np.float32)
 
 

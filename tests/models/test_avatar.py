@@ -1,0 +1,212 @@
+"""Talking avatar end to end on the CPU with the tiny official-layout checkpoint: output file, frame
+count from the audio, determinism, cancel inside a step, resume after a kill, and refused inputs."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.generation import (
+    ModelsMissing,
+    PieceFinished,
+    Progress,
+    RenderCancelled,
+    RenderRequest,
+    RequestInvalid,
+    Task,
+)
+from core.media.images import write_image
+from core.media.probe import probe
+from core.media.writer import write_wav
+from models.avatar.pipeline import (
+    AvatarRequest,
+    TalkingAvatarPipeline,
+    check_checkpoint,
+    load_components,
+    plan_windows,
+    render_to_file,
+    validate_request,
+)
+from models.avatar.tiny import write_tiny_avatar_checkpoint
+from models.pipeline_base import PieceStore, RunContext
+
+RATE = 16000
+# Every official key at 16x16 pixels (a 2x2 latent, one token per latent frame): plumbing, not quality.
+SMALL = {"480P": dict.fromkeys(("0.50", "1.00", "1.50"), (16, 16))}
+
+
+def speech(seconds: float) -> np.ndarray:
+    t = np.arange(round(seconds * RATE)) / RATE
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
+    return 0.3 * envelope * np.sin(2 * np.pi * (140 + 40 * np.sin(2 * np.pi * t)) * t)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("avatar_media")
+    rng = np.random.default_rng(0)
+    files = {
+        "portrait": write_image(folder / "portrait.png", rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)),
+        "short": write_wav(folder / "short.wav", speech(1.0), RATE),
+        "long": write_wav(folder / "long.wav", speech(3.6), RATE),
+        "tiny": write_wav(folder / "tiny.wav", speech(0.2), RATE),
+        "too_long": write_wav(folder / "too_long.wav", np.zeros(201 * RATE), RATE),
+    }
+    (folder / "broken.png").write_text("not an image")
+    (folder / "broken.wav").write_text("not audio")
+    files["broken_png"] = folder / "broken.png"
+    files["broken_wav"] = folder / "broken.wav"
+    return {k: Path(v) for k, v in files.items()}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_avatar_checkpoint(tmp_path_factory.mktemp("avatar_ckpt") / "SkyReels-V3-A2V-19B")
+
+
+@pytest.fixture(scope="module")
+def pipeline(checkpoint: Path) -> TalkingAvatarPipeline:
+    components = load_components(checkpoint, device="cpu", dtype=torch.float32)
+    return TalkingAvatarPipeline(components, bucket_tables=SMALL)
+
+
+def request(media: dict[str, Path], audio: str = "short", **changes: object) -> AvatarRequest:
+    fields: dict[str, object] = {
+        "portrait": str(media["portrait"]),
+        "audio": str(media[audio]),
+        "prompt": "A woman talks to the camera.",
+        "resolution": "480P",
+        "seed": 7,
+    }
+    fields.update(changes)
+    return AvatarRequest(**fields)  # type: ignore[arg-type]
+
+
+def collect(pipeline: TalkingAvatarPipeline, req: AvatarRequest, ctx: RunContext | None = None) -> np.ndarray:
+    chunks: list[np.ndarray] = []
+    pipeline.generate(req, ctx, on_frames=chunks.append)
+    return np.concatenate(chunks)
+
+
+def test_window_plan_matches_the_official_keyframes() -> None:
+    assert plan_windows(63).single_pass
+    assert plan_windows(250).keyframes == (24, 42, 61, 80) and plan_windows(250).video_frames == 273
+    assert plan_windows(125).keyframes == (44, 80) and plan_windows(125).windows == 2
+    assert plan_windows(81).keyframes == (80,) and plan_windows(81).windows == 1
+    assert plan_windows(1500).windows == 24
+    assert plan_windows(9000).real_frames == 5000
+
+
+def test_render_writes_25fps_mp4_with_audio(pipeline: TalkingAvatarPipeline, media, tmp_path: Path) -> None:
+    out = tmp_path / "avatar.mp4"
+    result = render_to_file(pipeline, request(media), out)
+    info = probe(out)
+    assert result.num_frames == 25 and result.fps == 25 and result.has_audio  # ceil(25 * 1.0 s)
+    assert info.fps == 25 and info.frame_count == 25
+    assert info.has_audio and info.sample_rate == RATE
+    assert (info.width, info.height) == (16, 16)
+
+
+def test_same_seed_same_frames(pipeline: TalkingAvatarPipeline, media) -> None:
+    first = collect(pipeline, request(media))
+    again = collect(pipeline, request(media))
+    other = collect(pipeline, request(media, seed=8))
+    assert first.shape == (25, 16, 16, 3) and first.dtype == np.uint8
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_cancel_inside_a_step_skips_the_decode(pipeline: TalkingAvatarPipeline, media) -> None:
+    cancel = threading.Event()
+    events: list[object] = []
+    decodes: list[int] = []
+    vae = pipeline.components.vae
+    original = vae.iter_decode
+    vae.iter_decode = lambda *a, **k: (decodes.append(1), original(*a, **k))[1]
+    # the user presses cancel while the first block of the first step runs
+    hook = pipeline.components.transformer.blocks[0].register_forward_hook(lambda *args: cancel.set())
+    try:
+        with pytest.raises(RenderCancelled):
+            collect(pipeline, request(media), RunContext(events.append, cancel))
+    finally:
+        hook.remove()
+        vae.iter_decode = original
+    assert not [e for e in events if isinstance(e, Progress)], "cancel must land before the step ends"
+    assert not decodes
+
+
+def test_killed_render_resumes_with_identical_frames(
+    pipeline: TalkingAvatarPipeline, media, tmp_path
+) -> None:
+    req = request(media, audio="long")  # 3.6 s -> 90 frames: preview + 2 windows
+    whole = collect(pipeline, req, RunContext(pieces=PieceStore(tmp_path / "a", "job", 25)))
+    assert whole.shape[0] == 90
+
+    store = PieceStore(tmp_path / "b", "job", 25)
+    cancel = threading.Event()
+
+    def kill_after_first_window(event: object) -> None:
+        if isinstance(event, PieceFinished) and event.piece == 1:
+            cancel.set()
+
+    with pytest.raises(RenderCancelled):
+        collect(pipeline, req, RunContext(kill_after_first_window, cancel, pieces=store))
+    assert store.finished_indices() == [1]
+
+    events: list[object] = []
+    resumed = collect(pipeline, req, RunContext(events.append, pieces=store))
+    passes = {e.piece for e in events if isinstance(e, Progress)}
+    assert passes == {2}, "only the unfinished window runs again"
+    np.testing.assert_array_equal(resumed, whole)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"resolution": "540P"}, "540P"),
+        ({"portrait": "/nowhere/face.png"}, "does not exist"),
+        ({"portrait": "broken_png"}, "cannot be read"),
+        ({"audio": "broken_wav"}, "(?i)cannot read"),
+        ({"audio": "tiny"}, "at least 0.4 s"),
+        ({"audio": "too_long"}, "at most 200 s"),
+        ({"steps": 0}, "Steps"),
+    ],
+)
+def test_bad_inputs_are_refused_before_loading(media, changes: dict[str, str], message: str) -> None:
+    resolved = {k: str(media[v]) if isinstance(v, str) and v in media else v for k, v in changes.items()}
+    audio = resolved.pop("audio", str(media["short"]))
+    req = AvatarRequest(
+        portrait=str(resolved.pop("portrait", media["portrait"])),
+        audio=audio,
+        prompt="hello",
+        resolution=str(resolved.pop("resolution", "480P")),
+        **resolved,  # type: ignore[arg-type]
+    )
+    with pytest.raises(RequestInvalid, match=message):
+        validate_request(req)
+
+
+def test_render_request_mapping_refuses_missing_audio(media, tmp_path: Path) -> None:
+    job = RenderRequest(
+        task=Task.TALKING_AVATAR,
+        prompt="hi",
+        output_path=str(tmp_path / "o.mp4"),
+        work_dir=str(tmp_path),
+        input_image=str(media["portrait"]),
+    )
+    with pytest.raises(RequestInvalid, match="audio"):
+        AvatarRequest.from_render_request(job)
+
+
+def test_partial_checkpoint_names_every_missing_file(tmp_path: Path) -> None:
+    root = write_tiny_avatar_checkpoint(tmp_path / "partial")
+    (root / "Wan2.1_VAE.pth").unlink()
+    (root / "chinese-wav2vec2-base" / "preprocessor_config.json").unlink()
+    with pytest.raises(ModelsMissing) as error:
+        check_checkpoint(root)
+    assert "Wan2.1_VAE.pth" in str(error.value)
+    assert "chinese-wav2vec2-base/preprocessor_config.json" in str(error.value)
