@@ -8,6 +8,12 @@ forward until exactly that pts comes out, so the answer never depends on how the
 rounds times; consecutive requests reuse the running decoder instead of seeking again.
 Decoded frames are kept in a least-recently-used cache bounded by bytes.
 
+Long files: reading every packet of an hour of camera footage takes seconds, so when the
+container carries a complete index (MP4/MOV) of at least :data:`FAST_INDEX_MIN_FRAMES` frames
+the timestamps come from that index instead: it lists decode timestamps, and encoders give
+presentation timestamps the same values shifted by the reorder delay, which is checked on the
+first packets. Should a frame then fail to appear, the reader falls back to the full scan.
+
 Pure Python: must not import Qt, torch, ``app`` or ``models``.
 """
 
@@ -21,7 +27,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import av
 import numpy as np
@@ -29,10 +35,15 @@ import numpy as np
 from core.media.errors import CorruptMedia, EmptyMedia, NoVideoStream
 from core.media.probe import open_container
 
-__all__ = ["DEFAULT_CACHE_BYTES", "CacheStats", "FrameCache", "VideoReader"]
+__all__ = ["DEFAULT_CACHE_BYTES", "FAST_INDEX_MIN_FRAMES", "CacheStats", "FrameCache", "VideoReader"]
 
 #: Default decoded-frame cache: about 90 frames of 1280x720 RGB.
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+#: Streams with at least this many frames take their timestamps from the container index
+#: (when it has one); below it the full packet scan costs well under a second.
+FAST_INDEX_MIN_FRAMES = 3000
+#: Packets read to confirm that the container index predicts presentation timestamps.
+_INDEX_CHECK_PACKETS = 64
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,9 @@ class VideoReader:
             makes stepping backwards within a group of pictures cheap; default half of
             ``cache_bytes`` (0 disables it).
         threads: decoder threads (0 lets FFmpeg choose).
+        index: where frame timestamps come from: "scan" reads every packet, "container" uses
+            the container's index when it has one (falling back to a scan), "auto" uses the
+            index for streams of at least :data:`FAST_INDEX_MIN_FRAMES` frames.
 
     Raises:
         FileMissing, EmptyMedia, UnsupportedMedia, CorruptMedia: as for :func:`probe`.
@@ -140,6 +154,7 @@ class VideoReader:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         decoded_bytes: int | None = None,
         threads: int = 0,
+        index: Literal["auto", "scan", "container"] = "auto",
     ) -> None:
         self.path = Path(path)
         self.size = size
@@ -157,13 +172,15 @@ class VideoReader:
                 raise NoVideoStream(self.path, "the file has no video stream")
             self._stream: Any = self._configure(self._container)
             self.time_base: Fraction = Fraction(self._stream.time_base)
-            self._pts, self._key_pts = self._scan()
-            self._pts_to_index = {int(pts): i for i, pts in enumerate(self._pts)}
+            self.index_source = "scan"
+            timestamps = self._timestamps_from_index(index) if index != "scan" else None
+            if timestamps is not None:
+                self.index_source = "container"
+            self._set_timestamps(*(timestamps or self._scan()))
             first = self._decode_index(0)
         except BaseException:
             self._container.close()
             raise
-        self._seconds = (self._pts - self._pts[0]).astype(np.float64) * float(self.time_base)
         self.rotation = round(-float(getattr(first, "rotation", 0) or 0)) % 360
         w, h = int(first.width), int(first.height)
         self.width, self.height = (h, w) if self.rotation in (90, 270) else (w, h)
@@ -316,7 +333,9 @@ class VideoReader:
         """Presentation timestamps of all frames and of the keyframes, sorted."""
         pts: list[int] = []
         keys: list[int] = []
+        self._live = None
         try:
+            self._container.seek(0)
             for packet in self._container.demux(self._stream):
                 if packet.size == 0 or packet.is_discard:
                     continue
@@ -338,6 +357,55 @@ class VideoReader:
         key_arr = np.unique(np.asarray(keys, dtype=np.int64))
         self._container.seek(0)
         return ordered, key_arr
+
+    def _set_timestamps(self, pts: np.ndarray, key_pts: np.ndarray) -> None:
+        self._pts, self._key_pts = pts, key_pts
+        self._pts_to_index = {int(p): i for i, p in enumerate(pts)}
+        self._seconds = (pts - pts[0]).astype(np.float64) * float(self.time_base)
+
+    def _timestamps_from_index(self, mode: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Frame and keyframe pts predicted from the container index, or ``None`` when there
+        is no usable index (or, in "auto" mode, the stream is short enough to scan)."""
+        try:
+            entries = self._stream.index_entries
+            count = len(entries)
+        except (AttributeError, av.FFmpegError):
+            return None
+        if count == 0 or (mode == "auto" and count < FAST_INDEX_MIN_FRAMES):
+            return None
+        # Only an index of every frame will do (Matroska cues, for one, list keyframes only).
+        if int(self._stream.frames or 0) != count:
+            return None
+        dts = np.fromiter((e.timestamp for e in entries if not e.is_discard), np.int64)
+        keys = np.fromiter((e.timestamp for e in entries if e.is_keyframe and not e.is_discard), np.int64)
+        if len(dts) == 0 or len(np.unique(dts)) != len(dts):
+            return None
+        # The reorder delay (pts - dts), the same for every frame, read from the first packets.
+        delays: set[int] = set()
+        seen: list[int] = []
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.size == 0 or packet.is_discard:
+                    continue
+                if packet.pts is None or packet.dts is None:
+                    return None
+                if packet.is_keyframe:
+                    delays.add(int(packet.pts) - int(packet.dts))
+                seen.append(int(packet.pts))
+                if len(seen) >= _INDEX_CHECK_PACKETS:
+                    break
+        except av.FFmpegError:
+            return None
+        finally:
+            self._container.seek(0)
+        if len(delays) != 1:
+            return None
+        delay = delays.pop()
+        pts = dts + delay
+        known = set(pts[: 2 * _INDEX_CHECK_PACKETS].tolist())
+        if not all(p in known for p in seen):
+            return None
+        return pts, np.unique(keys + delay) if len(keys) else pts[:1].copy()
 
     def _key_pts_before(self, pts: int) -> int:
         i = int(np.searchsorted(self._key_pts, pts, side="right")) - 1
@@ -384,6 +452,13 @@ class VideoReader:
                     break
             self._live = None
             self._live_pts = None
+        if self.index_source == "container":
+            # The index did not predict this file's timestamps: scan the packets and retry.
+            self.index_source = "scan"
+            self._set_timestamps(*self._scan())
+            self.cache.clear()
+            self.decoded.clear()
+            return self._decode_index(min(index, len(self._pts) - 1))
         raise CorruptMedia(self.path, f"frame {index} cannot be decoded")
 
     def _seek(self, key_pts: int) -> None:

@@ -156,3 +156,38 @@ def test_rotated_video_is_turned_for_display(tmp_path: Path) -> None:
         frame = reader.frame_at(2)
         assert frame.shape == (96, 64, 3)
         assert read_frame_number(np.rot90(frame, k=1)) == 2
+
+
+def test_container_index_matches_the_packet_scan(tmp_path: Path) -> None:
+    out = write_video(
+        tmp_path / "idx.mp4", (numbered_frame(i, 96, 64) for i in range(90)), 30, keyframe_interval=30
+    )
+    with (
+        VideoReader(out, index="scan") as scanned,
+        VideoReader(out, index="container", cache_bytes=0) as fast,
+    ):
+        assert (scanned.index_source, fast.index_source) == ("scan", "container")
+        assert scanned.keyframes == fast.keyframes and scanned.keyframes[0] == 0
+        assert [fast.time_of(i) for i in range(90)] == [scanned.time_of(i) for i in range(90)]
+        order = list(range(90))
+        random.Random(1).shuffle(order)
+        assert [read_frame_number(fast.frame_at(i)) for i in order[:30]] == order[:30]
+
+
+def test_keyframe_only_index_is_not_trusted(tmp_path: Path) -> None:
+    out = write_video(
+        tmp_path / "cues.mkv", (numbered_frame(i, 96, 64) for i in range(40)), 24, keyframe_interval=10
+    )
+    with VideoReader(out, index="container") as reader:
+        assert reader.index_source == "scan" and reader.frame_count == 40
+        assert [read_frame_number(reader.frame_at(i)) for i in (39, 3, 20)] == [39, 3, 20]
+
+
+def test_a_wrong_index_falls_back_to_scanning(numbered_clip: Path) -> None:
+    with VideoReader(numbered_clip, index="container", cache_bytes=0) as reader:
+        good = reader._pts.copy()
+        # Pretend the index predicted other timestamps: the reader must notice and rescan.
+        reader._set_timestamps(good + 1, reader._key_pts + 1)
+        assert read_frame_number(reader.frame_at(5)) == 5
+        assert reader.index_source == "scan"
+        assert [read_frame_number(reader.frame_at(i)) for i in (30, 7)] == [30, 7]
