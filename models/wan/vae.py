@@ -16,6 +16,8 @@ Owns :class:`WanVAEModel` (the network; its ``state_dict`` keys are exactly thos
   a long output never sits in device memory at once. Concatenating the groups equals ``decode`` bit
   for bit: it is the very same computation.
 * ``decode_raw`` / ``encode_raw_mu``: the unclamped / un-normalised variants (tests, previews).
+* ``enable_tiling(tile_px=256, stride_px=192)``: optional spatially tiled decode (bounded memory for
+  large frames; not bit-neutral, the official extension/avatar pipelines never tile).
 * ``to(device, dtype)``; ``model`` may also be moved by a placement policy, and ``execution_device``
   overrides where calls run (for offload hooks); the latent statistics follow each call.
 
@@ -399,6 +401,69 @@ class WanVAEModel(nn.Module):
             yield self.decoder(self.conv2(z[:, :, i : i + 1]), cache)
 
 
+def _ramp(extent: int, like: torch.Tensor) -> torch.Tensor:
+    """Weights 0, 1/extent, ..., (extent-1)/extent of the incoming tile across an overlap."""
+    return torch.arange(extent, device=like.device, dtype=like.dtype) / extent
+
+
+def _blend_rows(above: torch.Tensor, tile: torch.Tensor, extent: int) -> torch.Tensor:
+    extent = min(extent, above.shape[-2], tile.shape[-2])
+    if extent <= 0:
+        return tile
+    w = _ramp(extent, tile).view(-1, 1)
+    tile = tile.clone()
+    tile[..., :extent, :] = above[..., -extent:, :] * (1 - w) + tile[..., :extent, :] * w
+    return tile
+
+
+def _blend_cols(left: torch.Tensor, tile: torch.Tensor, extent: int) -> torch.Tensor:
+    extent = min(extent, left.shape[-1], tile.shape[-1])
+    if extent <= 0:
+        return tile
+    w = _ramp(extent, tile)
+    tile = tile.clone()
+    tile[..., :extent] = left[..., -extent:] * (1 - w) + tile[..., :extent] * w
+    return tile
+
+
+def iter_decode_tiled(
+    model: WanVAEModel, z: torch.Tensor, tile_latent: int, stride_latent: int
+) -> Iterator[torch.Tensor]:
+    """Like :meth:`WanVAEModel.iter_decode_raw`, decoding overlapping spatial tiles and blending them.
+
+    Each tile keeps its own causal cache, so memory is bounded by one tile's activations. Tiles start
+    every ``stride_latent`` latent pixels and are ``tile_latent`` wide; the overlap is cross-faded
+    linearly. Not bit-identical to the untiled decode (the tiles see zero padding at their borders).
+    """
+    if not 0 < stride_latent <= tile_latent:
+        raise ValueError(f"need 0 < stride ({stride_latent}) <= tile ({tile_latent})")
+    h, w = z.shape[-2:]
+    rows = list(range(0, max(h - tile_latent + stride_latent, 1), stride_latent))
+    cols = list(range(0, max(w - tile_latent + stride_latent, 1), stride_latent))
+    streams = [
+        [model.iter_decode_raw(z[..., r : r + tile_latent, c : c + tile_latent]) for c in cols] for r in rows
+    ]
+    scale = 8
+    extent = (tile_latent - stride_latent) * scale
+    keep = stride_latent * scale
+    for _ in range(z.shape[2]):
+        tiles = [[next(stream) for stream in row] for row in streams]
+        out_rows = []
+        for i, row in enumerate(tiles):
+            pieces = []
+            for j, tile in enumerate(row):
+                if i > 0:
+                    tile = _blend_rows(tiles[i - 1][j], tile, extent)
+                if j > 0:
+                    tile = _blend_cols(row[j - 1], tile, extent)
+                row[j] = tile
+                last_col = j == len(row) - 1
+                pieces.append(tile if last_col else tile[..., :keep])
+            strip = torch.cat(pieces, dim=-1)
+            out_rows.append(strip if i == len(tiles) - 1 else strip[..., :keep, :])
+        yield torch.cat(out_rows, dim=-2)[..., : h * scale, : w * scale]
+
+
 def _as_batch(x: torch.Tensor, what: str) -> torch.Tensor:
     if x.dim() == 4:
         return x.unsqueeze(0)
@@ -419,6 +484,7 @@ class WanVAE:
     def __init__(self, model: WanVAEModel) -> None:
         self.model = model.eval().requires_grad_(False)
         self.execution_device: torch.device | None = None
+        self.tiling: tuple[int, int] | None = None  # (tile, stride) in latent pixels
         z = model.z_dim
         if z != len(LATENT_MEAN):
             raise ValueError(
@@ -510,6 +576,26 @@ class WanVAE:
         z = _as_batch(latents, "latents").to(self.device, self.dtype)
         return z / self._stat(self.inv_std, z) + self._stat(self.mean, z)
 
+    def enable_tiling(self, tile_px: int = 256, stride_px: int = 192) -> None:
+        """Decode in overlapping ``tile_px`` squares every ``stride_px`` pixels (diffusers' defaults).
+
+        Bounds decoder memory by one tile for large frames; frames no larger than a tile decode
+        untiled. Not bit-neutral: tiles are cross-faded over their ``tile_px - stride_px`` overlap.
+        """
+        if tile_px % 8 or stride_px % 8 or not 0 < stride_px <= tile_px:
+            raise ValueError(
+                f"tile ({tile_px}) and stride ({stride_px}) must be multiples of 8, 0 < stride <= tile"
+            )
+        self.tiling = (tile_px // 8, stride_px // 8)
+
+    def disable_tiling(self) -> None:
+        self.tiling = None
+
+    def _raw_stream(self, z: torch.Tensor) -> Iterator[torch.Tensor]:
+        if self.tiling is not None and (z.shape[-2] > self.tiling[0] or z.shape[-1] > self.tiling[0]):
+            return iter_decode_tiled(self.model, z, *self.tiling)
+        return self.model.iter_decode_raw(z)
+
     @torch.no_grad()
     def iter_decode(
         self,
@@ -531,7 +617,7 @@ class WanVAE:
         if latent_frames_per_group < 1:
             raise ValueError("latent_frames_per_group must be >= 1")
         pending: list[torch.Tensor] = []
-        for piece in self.model.iter_decode_raw(self._denormalise(latents)):
+        for piece in self._raw_stream(self._denormalise(latents)):
             pending.append(piece)
             if len(pending) == latent_frames_per_group:
                 yield self._finish(pending, clamp, output_device)

@@ -23,7 +23,7 @@ from models.wan.scheduler import FlowUniPCMultistepScheduler
 from models.wan.t5 import WanT5Encoder, WanT5EncoderModel, config_from_state_dict
 from models.wan.tiny import TINY_T5_CONFIG, write_tiny_wan_t5, write_tiny_wan_vae, write_wan_shared_files
 from models.wan.tokenizer import clean_prompt, collapse_whitespace
-from models.wan.vae import WanVAE
+from models.wan.vae import WanVAE, iter_decode_tiled
 from tests.models.test_golden import GOLDEN_DIR
 
 EXTENSION_CASE = GOLDEN_DIR / "pipelines" / "single_shot_extension"
@@ -222,6 +222,44 @@ def test_streaming_decode_equals_whole_decode(tiny_files):
     pairs = list(vae.iter_decode(latents, latent_frames_per_group=2, output_device="cpu"))
     assert [g.shape[2] for g in pairs] == [5, 4]
     assert torch.equal(torch.cat(pairs, dim=2), whole.clamp(-1, 1))
+
+
+class _PointwiseDecoder:
+    """Stands in for the network: pixel (y, x) depends only on latent (y // 8, x // 8)."""
+
+    def iter_decode_raw(self, z):
+        for i in range(z.shape[2]):
+            frame = z[:, :3, i : i + 1].repeat_interleave(8, dim=-2).repeat_interleave(8, dim=-1)
+            yield frame * 0.5
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "tile", "stride"), [(7, 11, 4, 3), (9, 5, 4, 2), (6, 6, 3, 3), (5, 8, 8, 6)]
+)
+def test_tiled_decode_places_and_blends_tiles_exactly(h, w, tile, stride):
+    z = torch.randn(1, 16, 2, h, w, generator=torch.Generator().manual_seed(h * w))
+    plain = torch.cat(list(_PointwiseDecoder().iter_decode_raw(z)), dim=2)
+    tiled = torch.cat(list(iter_decode_tiled(_PointwiseDecoder(), z, tile, stride)), dim=2)  # type: ignore[arg-type]
+    assert tiled.shape == plain.shape == (1, 3, 2, 8 * h, 8 * w)
+    torch.testing.assert_close(tiled, plain, atol=1e-6, rtol=1e-6)
+
+
+def test_vae_tiling_on_the_tiny_network(tiny_files):
+    vae = WanVAE.from_pth(tiny_files["vae"])
+    latents = torch.randn(1, 16, 2, 3, 4, generator=torch.Generator().manual_seed(8))
+    plain = vae.decode(latents)
+    vae.enable_tiling(tile_px=64, stride_px=64)  # frame (24 x 32 px) fits one tile: untiled path
+    assert torch.equal(vae.decode(latents), plain)
+    vae.enable_tiling(tile_px=16, stride_px=8)
+    tiled = vae.decode(latents)
+    assert tiled.shape == plain.shape and tiled.abs().max() <= 1
+    # One tile covering the whole frame is the untiled computation.
+    whole = torch.cat(list(iter_decode_tiled(vae.model, vae._denormalise(latents), 4, 4)), dim=2)
+    torch.testing.assert_close(whole.clamp(-1, 1), plain, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        vae.enable_tiling(tile_px=20, stride_px=8)
+    vae.disable_tiling()
+    assert torch.equal(vae.decode(latents), plain)
 
 
 def test_vae_from_pth_rejects_foreign_keys(tmp_path, tiny_files):
