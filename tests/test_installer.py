@@ -116,12 +116,17 @@ def test_uninstall_refuses_a_folder_it_did_not_make(tmp_path: Path):
     ],
 )
 def test_torch_build_follows_the_machine(tmp_path: Path, gpu: bool, wheel: bool, expected: str):
+    # A fake nvidia-smi first on PATH: working (a GPU) or failing like a machine without a driver, so
+    # the answer does not depend on the machine running the test.
     fake_bin = tmp_path / "fakebin"
     fake_bin.mkdir()
-    if gpu:
-        smi = fake_bin / "nvidia-smi"
-        smi.write_text("#!/bin/sh\necho 'GPU 0: Fake GPU (UUID: GPU-0)'\n")
-        smi.chmod(0o755)
+    smi = fake_bin / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\necho 'GPU 0: Fake GPU (UUID: GPU-0)'\n"
+        if gpu
+        else "#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n"
+    )
+    smi.chmod(0o755)
     extra: list[str] = []
     if wheel:
         wheels = tmp_path / "wheels"
@@ -136,10 +141,10 @@ def test_torch_build_follows_the_machine(tmp_path: Path, gpu: bool, wheel: bool,
         "--dry-run",
         "--prefix",
         str(prefix),
+        "--python",
+        sys.executable,
         *extra,
-        # without a GPU the fake bin dir holds no nvidia-smi and nothing on the real PATH may answer
         path_prefix=f"{fake_bin}:",
-        env_extra={"PATH": f"{fake_bin}:/usr/bin:/bin"} if not gpu else None,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     torch_line = next(line for line in result.stdout.splitlines() if line.startswith("[install] torch:"))
