@@ -318,6 +318,8 @@ class BinPanel(QWidget):
         self.view.setDropIndicatorShown(False)
         self.view.setDragDropMode(QAbstractItemView.DragDropMode.DragDrop)
         self.view.setDefaultDropAction(Qt.DropAction.CopyAction)
+        # IconMode resets the viewport's drop flag; drops land on the viewport, so set it last.
+        self.view.viewport().setAcceptDrops(True)
         self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.view.customContextMenuRequested.connect(self._show_menu)
         self.view.files_dropped.connect(self._on_view_files_dropped)

@@ -55,7 +55,8 @@ class _Document:
         self.project = project
         self.path = path
         self.recovered = False
-        self.stack = QUndoStack(window)
+        # Owned here, not by the window: it must not outlive (and signal into) a closed document.
+        self.stack = QUndoStack()
         self.undo = UndoController(project, self.stack)
         cache_dir = str(document.cache_dir(path)) if path else None
         self.media = MediaCache(window.pool, project.settings.fps, cache_dir, window)
@@ -72,6 +73,7 @@ class _Document:
             self.media.request_asset(asset)
 
     def close(self) -> None:
+        self.stack.blockSignals(True)
         self.playback.close()
         self.frames.close()
         self.media.close()
@@ -147,7 +149,7 @@ class MainWindow(QMainWindow):
         self.act_export = self._action("&Export to MP4…", self.export_dialog_open, "Ctrl+E", "export")
         self.act_quit = self._action("&Quit", self.close, K.Quit)
         self.act_undo = self._action("&Undo", lambda: self.doc.stack.undo(), K.Undo)
-        self.act_redo = self._action("&Redo", lambda: self.doc.stack.redo(), [QKeySequence(K.Redo), QKeySequence("Ctrl+Y")])
+        self.act_redo = self._action("&Redo", lambda: self.doc.stack.redo(), _redo_keys())
         self.act_split = self._action("&Split at Playhead", self.split, "S", "split")
         self.act_lift = self._action("&Lift (leave gap)", self.lift, [QKeySequence("Delete"), QKeySequence("Backspace")])
         self.act_ripple = self._action("&Ripple Delete", self.ripple_delete, "Shift+Delete")
@@ -681,6 +683,15 @@ class MainWindow(QMainWindow):
         self.pool.shutdown()
         if self.doc is not None:
             self.doc.media.release_readers()
+
+
+def _redo_keys() -> list[QKeySequence]:
+    """The platform's redo keys plus both common conventions (Ctrl+Shift+Z and Ctrl+Y)."""
+    keys = list(QKeySequence.keyBindings(QKeySequence.StandardKey.Redo))
+    for extra in ("Ctrl+Shift+Z", "Ctrl+Y"):
+        if QKeySequence(extra) not in keys:
+            keys.append(QKeySequence(extra))
+    return keys
 
 
 def _testing(window: MainWindow) -> bool:

@@ -40,6 +40,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QScrollBar, QSizePolicy, QSli
 
 from app import theme
 from app.timecode import format_timecode, ruler_step
+from core.snapping import snap_targets
 from core.project import AssetKind, Clip, Project, Track, TrackKind, track_accepts
 
 ASSET_MIME = "application/x-skyreels-asset-ids"
@@ -304,17 +305,10 @@ class QtTimelineView(QWidget):
     # -- snapping ---------------------------------------------------------------------------------
 
     def snap_targets(self, exclude: set[str] | frozenset[str] = frozenset()) -> list[int]:
-        targets = {0, self.playhead}
-        targets.update(m.frame for m in self._project.markers)
-        for clip in self._project.clips():
-            if clip.clip_id not in exclude:
-                targets.add(clip.start)
-                targets.add(clip.end)
-        if self.in_point is not None:
-            targets.add(self.in_point)
-        if self.out_point is not None:
-            targets.add(self.out_point)
-        return sorted(targets)
+        """Clip edges, playhead and markers (``core.snapping``), plus the in/out points."""
+        targets = snap_targets(self._project, self.playhead, exclude)
+        extra = [f for f in (self.in_point, self.out_point) if f is not None]
+        return sorted(set(targets).union(extra)) if extra else targets
 
     def snap(self, frames: list[int], exclude: set[str] | frozenset[str] = frozenset()) -> tuple[int, int | None]:
         """Offset to add to ``frames`` so the nearest of them lands on a snap target within SNAP_PX.
@@ -730,7 +724,7 @@ class QtTimelineView(QWidget):
                     self.audio_region = None
                 return
             if drag.mode == "move":
-                moves = [(cid, tid, start) for cid, tid, start in self._ghost_moves()
+                moves = [(cid, tid, start) for cid, tid, start in self._ghost_moves(drag)
                          if (tid, start) != (self._project.clip(cid).track_id, self._project.clip(cid).start)]
                 if moves:
                     self._call_edit(self._editing.move_clips, moves)
@@ -795,8 +789,8 @@ class QtTimelineView(QWidget):
             drag.delta_tracks = drag.delta_tracks  # keep the last valid row
         self.setCursor(QCursor(Qt.CursorShape.ClosedHandCursor))
 
-    def _ghost_moves(self) -> list[tuple[str, str, int]]:
-        drag = self._drag
+    def _ghost_moves(self, drag: _Drag | None = None) -> list[tuple[str, str, int]]:
+        drag = drag or self._drag
         if drag is None:
             return []
         out = []

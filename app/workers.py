@@ -21,6 +21,22 @@ from typing import Any
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
 
 
+# Pools and threads the editor created (weak: a closed window's pool disappears), for leak checks in tests.
+_LIVE_POOLS: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+
+
+def live_pools() -> list[WorkerPool]:
+    """Editor worker pools that still exist."""
+    pools = []
+    for pool in list(_LIVE_POOLS):
+        try:
+            pool.activeThreadCount()
+        except RuntimeError:  # the C++ object is gone
+            continue
+        pools.append(pool)
+    return pools
+
+
 class _TaskSignals(QObject):
     """Signals of one :class:`Task` (QRunnable is not a QObject). Lives on the main thread."""
 
@@ -51,12 +67,13 @@ class Task(QRunnable):
 
 
 class WorkerPool(QThreadPool):
-    """The editor's pool for probing, thumbnails and waveforms (a few threads, low priority)."""
+    """The editor's pool for probing, thumbnails and waveforms (a few threads)."""
 
     def __init__(self, parent: QObject | None = None, max_threads: int = 2) -> None:
         super().__init__(parent)
         self.setMaxThreadCount(max_threads)
         self._tasks: set[Task] = set()
+        _LIVE_POOLS.add(self)
 
     def submit(
         self,
