@@ -23,7 +23,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from core.media.errors import CorruptMedia, NoAudioStream
-from core.media.probe import open_container
+from core.media.probe import open_container, video_stream
 
 _PREROLL = 0.1
 """Seconds decoded before a requested start (covers AAC/MP3 overlap and Opus pre-roll)."""
@@ -123,8 +123,7 @@ def load_audio(
 
 
 def _origin_seconds(container: Any, stream: Any) -> float:
-    video = container.streams.video[0] if container.streams.video else None
-    for s in (video, stream):
+    for s in (video_stream(container), stream):
         if s is not None and s.start_time is not None:
             return float(s.start_time * s.time_base)
     return 0.0

@@ -33,7 +33,7 @@ import av
 import numpy as np
 
 from core.media.errors import CorruptMedia, EmptyMedia, NoVideoStream
-from core.media.probe import open_container
+from core.media.probe import open_container, video_stream
 
 __all__ = ["DEFAULT_CACHE_BYTES", "FAST_INDEX_MIN_FRAMES", "CacheStats", "FrameCache", "VideoReader"]
 
@@ -168,7 +168,7 @@ class VideoReader:
         self._target: int | None = None
         self._container: Any = open_container(self.path)
         try:
-            if not self._container.streams.video:
+            if video_stream(self._container) is None:
                 raise NoVideoStream(self.path, "the file has no video stream")
             self._stream: Any = self._configure(self._container)
             self.time_base: Fraction = Fraction(self._stream.time_base)
@@ -324,7 +324,7 @@ class VideoReader:
     # -- internals --------------------------------------------------------------------------
 
     def _configure(self, container: Any) -> Any:
-        stream = container.streams.video[0]
+        stream = video_stream(container)
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = self._threads
         return stream

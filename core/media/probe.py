@@ -26,7 +26,7 @@ from core.media.errors import (
 )
 from core.media.images import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, check_readable, open_image_header
 
-__all__ = ["MediaInfo", "MediaKind", "open_container", "probe"]
+__all__ = ["MediaInfo", "MediaKind", "open_container", "probe", "video_stream"]
 
 MediaKind = Literal["video", "image", "audio"]
 
@@ -71,6 +71,16 @@ class MediaInfo:
     @property
     def has_video(self) -> bool:
         return self.kind in ("video", "image")
+
+
+def video_stream(container: Any) -> Any:
+    """The first real video stream, or ``None``; cover art (an "attached picture" in music
+    files, a thumbnail track in some phone videos) does not count."""
+    for stream in container.streams.video:
+        disposition = int(stream.disposition or 0)
+        if not disposition & int(av.stream.Disposition.attached_pic | av.stream.Disposition.timed_thumbnails):
+            return stream
+    return None
 
 
 def open_container(path: Path) -> Any:
@@ -122,7 +132,7 @@ def probe(
             raise UnsupportedMedia(p, "not a recognised audio, video or image format") from None
     with container:
         fmt = container.format.name or ""
-        if container.streams.video and any(tag in fmt for tag in _IMAGE_DEMUXERS):
+        if video_stream(container) is not None and any(tag in fmt for tag in _IMAGE_DEMUXERS):
             return _probe_image(p, max_pixels)
         return _probe_av(p, container, check_decode)
 
@@ -153,7 +163,7 @@ def _probe_image(p: Path, max_pixels: int) -> MediaInfo:
 
 
 def _probe_av(p: Path, container: Any, check_decode: bool) -> MediaInfo:
-    video = container.streams.video[0] if container.streams.video else None
+    video = video_stream(container)
     audio = container.streams.audio[0] if container.streams.audio else None
     if video is None and audio is None:
         raise EmptyMedia(p, "the file has no video or audio streams")

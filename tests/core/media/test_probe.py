@@ -116,3 +116,35 @@ def test_decompression_bomb_is_image_too_large(flat_png: Path, tmp_path: Path) -
 def test_non_ascii_names(tmp_path: Path) -> None:
     path = write_image(tmp_path / "写真 ☀.png", np.zeros((4, 6, 3), np.uint8))
     assert probe(path).width == 6
+
+
+def test_cover_art_does_not_make_music_a_video(tmp_path: Path) -> None:
+    import av
+
+    from core.media.audio import load_audio
+    from core.media.patterns import sine
+
+    path = tmp_path / "song.mp3"
+    with av.open(str(path), "w") as container:
+        audio = container.add_stream("libmp3lame", rate=44100, layout="mono")
+        cover = container.add_stream("png", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 32, 32, "rgb24"
+        cover.disposition = av.stream.Disposition.attached_pic
+        picture = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+        picture.pts = 0
+        for packet in [*cover.encode(picture), *cover.encode(None)]:
+            container.mux(packet)
+        samples = sine(0.5, 44100)
+        step = audio.codec_context.frame_size
+        for start in range(0, len(samples), step):
+            frame = av.AudioFrame.from_ndarray(
+                samples[None, start : start + step], format="fltp", layout="mono"
+            )
+            frame.sample_rate, frame.pts = 44100, start
+            for packet in audio.encode(frame):
+                container.mux(packet)
+        for packet in audio.encode(None):
+            container.mux(packet)
+    info = probe(path)
+    assert (info.kind, info.has_audio, info.width) == ("audio", True, 0)
+    assert len(load_audio(path).samples) == pytest.approx(22050, abs=1200)
