@@ -102,6 +102,14 @@ def test_pth_loading_uses_weights_only(tmp_path, monkeypatch):
     assert seen.get("weights_only") is True
 
 
+def test_pth_wrapped_state_dict_is_unwrapped_and_non_tensors_rejected(tmp_path):
+    torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 3}, tmp_path / "wrapped.pt")
+    assert list(load_state_dict_file(tmp_path / "wrapped.pt")) == ["w"]
+    torch.save({"w": torch.ones(2), "step": 3}, tmp_path / "mixed.pth")
+    with pytest.raises(ValueError, match="not a flat tensor state dict; offending entries: step"):
+        load_state_dict_file(tmp_path / "mixed.pth")
+
+
 def test_unknown_suffix_and_missing_file_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         load_state_dict_file(tmp_path / "nope.pth")
