@@ -1219,8 +1219,11 @@ class HubSource:
                 with contextlib.suppress(OSError):  # the .incomplete file may just have been renamed
                     on_bytes(sum(p.stat().st_size for p in self._incomplete(listing, remote, target, cache)))
             message = receiver.recv()
-        finally:
-            child.join(timeout=10)
+        finally:  # also on Ctrl+C or a cancel: never leave a transfer running behind our back
+            child.join(timeout=5)
+            if child.is_alive():
+                child.terminate()
+                child.join(timeout=5)
             receiver.close()
         if message[0] != "ok":
             raise DownloadError(f"{remote.path}: " + _hub_message(message[1], message[2], listing.repo_id))
