@@ -193,7 +193,7 @@ class _Planned(Edit):
         raise NotImplementedError
 
     def _id(self, key: str) -> str:
-        ids = self.__dict__.setdefault("_ids", {})
+        ids: dict[str, str] = self.__dict__.setdefault("_ids", {})
         if key not in ids:
             ids[key] = new_id()
         return ids[key]
