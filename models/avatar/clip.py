@@ -61,10 +61,13 @@ class ClipConfig:
 
 
 class LayerNorm32(nn.LayerNorm):
-    """LayerNorm computed in float32 and cast back to the input dtype."""
+    """LayerNorm computed in float32 (weights too, as under the official fp16 autocast) and cast back to
+    the input dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type_as(x)
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).type_as(x)
 
 
 class VisionAttention(nn.Module):
