@@ -1457,9 +1457,12 @@ def download(
             so_far = base + (size if phase == "verify" else file_done)  # hashing re-reads, it adds nothing
             report(DownloadProgress(phase, f.path, index, count, file_done, f.size, so_far, total))
 
+        blob_linked = False
         if action == "link" and target_dir is None:
             blob = cache / ("models--" + listing.repo_id.replace("/", "--")) / "blobs" / str(f.sha256)
             if not blob.exists() and _link(copies[str(f.sha256)], blob):
+                blob_linked = True
+                linked.append(f.path)
                 emit("link", size)
             action = "fetch"  # hf_hub_download finds the blob and only writes the snapshot pointer
         elif action == "link":
@@ -1471,7 +1474,7 @@ def download(
         if action == "fetch":
             before = source.partial_bytes(listing, f, target_dir, cache)
             got = source.fetch(listing, f, target_dir, cache, lambda n: emit("download", n), cancel)
-            fetched += max(0, size - before)
+            fetched += 0 if blob_linked else max(0, size - before)
             final = got
         elif action == "present":
             skipped.append(f.path)
@@ -1497,7 +1500,10 @@ def download(
                 elif not f.sha256 and not f.blob_id:
                     problem = _file_problem(final)
             if problem:
+                blob = final.resolve()
                 final.unlink()
+                if blob != final and blob.is_file():
+                    blob.unlink()  # a damaged cache blob would otherwise be reused by the next run
                 raise DownloadError(
                     f"{f.path} arrived damaged ({problem}); it was removed. Run "
                     f"`{download_command(task)}` again to fetch it anew."

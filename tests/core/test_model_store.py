@@ -739,6 +739,7 @@ def test_hub_cache_shares_the_vae_and_text_encoder_blobs(tmp_path: Path, hub_env
     ms.download(Task.SHOT_SWITCHING_EXTENSION, "Skywork/SkyReels-V3-Video-Extension", source=source)
     result = ms.download(Task.TALKING_AVATAR, "Skywork/SkyReels-V3-TalkingAvatar", source=source)
     assert result.report.status is ms.Status.READY
+    assert {"Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth"} <= set(result.linked_files)
     for name in ("Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth"):
         assert len(hub.gets(name)) == 1  # fetched for the extension only
         ext = (
