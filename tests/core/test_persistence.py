@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.edits import AddClip, AddMarker, RelinkAsset, SetClipGain
+from core.edits import AddClip, AddMarker, EditError, RelinkAsset, SetClipGain
 from core.generation import GenerationRecipe, PieceFinished, RenderRequest, Task
 from core.persistence import (
     CURRENT_VERSION,
@@ -38,6 +39,7 @@ from core.persistence import (
 )
 from core.project import Clip, Marker, Project
 from core.render_queue import JobState, RenderQueue
+from tests.core.test_edits_properties import edits, seeded_project
 from tests.fakes import A1, AUDIO, IMAGE, V1, VIDEO, clip, sample_project
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "projects"
@@ -311,3 +313,17 @@ def test_fast_schema_check_agrees_with_jsonschema(
                 JSON_VALUES
             )
     assert fast(doc) == _validator().is_valid(doc)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_reachable_project_saves_and_loads_identically(data: st.DataObject, tmp_path: Path) -> None:
+    project = seeded_project()
+    for _ in range(data.draw(st.integers(0, 8))):
+        with contextlib.suppress(EditError):
+            data.draw(edits(project)).apply(project)
+    path = save_project(project, tmp_path / "random.srproj")
+    assert load_project(path).project.to_dict() == {
+        **project.to_dict(),
+        "assets": [{**a, "missing": True} for a in project.to_dict()["assets"]],  # /media is not on disk
+    }
