@@ -94,6 +94,8 @@ def open_container(path: Path) -> Any:
         raise UnsupportedMedia(path, "not a recognised audio, video or image format") from exc
     except FileNotFoundError as exc:
         raise MediaError(path, "cannot open file") from exc
+    except EOFError as exc:  # av's EOFError: the header runs past the end of the file
+        raise CorruptMedia(path, "the file is damaged or incomplete (it ends too early)") from exc
     except (av.FFmpegError, OSError) as exc:
         raise CorruptMedia(path, f"cannot open file ({exc})") from exc
 
@@ -171,6 +173,7 @@ def _probe_av(p: Path, container: Any, check_decode: bool) -> MediaInfo:
         if stream is not None and stream.codec_context is None:
             raise UnsupportedMedia(p, f"no decoder for its {what} codec")
     container_duration = container.duration / av.time_base if container.duration else 0.0
+    _check_complete(p, (video, audio))
 
     first_video_frame = None
     if check_decode:
@@ -233,6 +236,28 @@ def _probe_av(p: Path, container: Any, check_decode: bool) -> MediaInfo:
         container=container.format.name or "",
         rotation=rotation,
     )
+
+
+def _check_complete(p: Path, streams: tuple[Any, ...]) -> None:
+    """Reject a file whose own index points past its end (an interrupted download or copy of
+    an MP4 whose index was written first)."""
+    size = p.stat().st_size
+    for stream in streams:
+        if stream is None:
+            continue
+        try:
+            entries = stream.index_entries
+            count = len(entries)
+            # Samples are stored in order: the last few entries reach furthest into the file.
+            tail = [entries[i] for i in range(max(0, count - 16), count)]
+            needed = max((int(e.pos) + int(e.size) for e in tail if e.pos >= 0), default=0)
+        except (AttributeError, av.FFmpegError):
+            continue
+        if needed > size:
+            raise CorruptMedia(
+                p,
+                f"the file is damaged or incomplete: it holds {size:,} bytes of the {needed:,} its index lists",
+            )
 
 
 def _stream_seconds(stream: Any) -> float:

@@ -145,7 +145,10 @@ class VideoWriter:
             raise WriteFailed(self.path, f"folder {self.path.parent} does not exist")
         self._temp = temp_path_for(self.path)
         try:
-            self._container: Any = av.open(str(self._temp), mode="w", format=fmt)
+            # faststart moves the MP4 index to the front on close, so players (and our own
+            # probe) start without reading to the end of the file.
+            options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
+            self._container: Any = av.open(str(self._temp), mode="w", format=fmt, options=options)
         except (OSError, av.FFmpegError) as exc:
             raise WriteFailed(self.path, f"cannot create file ({exc})") from exc
         try:
@@ -159,9 +162,8 @@ class VideoWriter:
             video.codec_context.color_primaries = _BT709
             video.codec_context.color_trc = _BT709
             video.codec_context.color_range = _LIMITED_RANGE
-            # keyint_min keeps scene-cut detection from shortening GOPs unpredictably;
-            # movflags faststart puts the index first so players start at once.
-            video.options = {"crf": str(crf), "preset": preset, "keyint_min": str(gop)}
+            # gop_size caps the distance between keyframes; x264 may add one earlier at a cut.
+            video.options = {"crf": str(crf), "preset": preset}
             self._video = video
             self._audio: Any = None
             self._pending_audio = np.zeros((0, audio_channels), dtype=np.float32)
