@@ -44,11 +44,13 @@ def _persistence() -> Any:
     return persistence
 
 
-def save(project: Project, path: Path) -> None:
-    _persistence().save_project(project, path)
+def save(project: Project, path: Path, queue: Any = None) -> Path:
+    """Atomic save (also removes the now stale autosave)."""
+    return _persistence().save_project(project, path, queue)
 
 
-def load(path: Path) -> Project:
+def load(path: Path) -> Any:
+    """A ``core.persistence.LoadedProject`` (project, render queue, missing media, autosave state)."""
     return _persistence().load_project(path)
 
 
@@ -59,22 +61,22 @@ def untitled_autosave_dir() -> Path:
     return Path(base or Path.home() / ".skyreels-studio") / "autosave"
 
 
-def autosave_path(path: Path | None) -> Path:
-    persistence = _persistence()
+def _autosave_owner(path: Path | None) -> Path:
+    """The project path an autosave belongs to (an untitled project gets one in the app's data folder)."""
     if path is not None:
-        return Path(persistence.autosave_path(path))
+        return path
     return untitled_autosave_dir() / f"untitled-{os.getpid()}{PROJECT_SUFFIX}"
 
 
-def write_autosave(project: Project, path: Path | None) -> Path:
+def autosave_path(path: Path | None) -> Path:
+    return Path(_persistence().autosave_path(_autosave_owner(path)))
+
+
+def write_autosave(project: Project, path: Path | None, queue: Any = None) -> Path:
     """Write the autosave backup for ``project`` (saved at ``path``, or untitled)."""
-    persistence = _persistence()
-    if path is not None:
-        return Path(persistence.write_autosave(project, path))
-    target = autosave_path(None)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    persistence.save_project(project, target)
-    return target
+    owner = _autosave_owner(path)
+    owner.parent.mkdir(parents=True, exist_ok=True)
+    return Path(_persistence().write_autosave(project, owner, queue))
 
 
 def newer_autosave(path: Path) -> Path | None:
@@ -82,13 +84,13 @@ def newer_autosave(path: Path) -> Path | None:
     return _persistence().find_recovery(path)
 
 
-def load_autosave(autosave: Path, path: Path) -> Project:
+def load_autosave(autosave: Path, path: Path) -> Any:
     return _persistence().load_recovery(autosave, path)
 
 
 def remove_autosave(path: Path | None) -> None:
     with contextlib.suppress(OSError):
-        autosave_path(path).unlink(missing_ok=True)
+        _persistence().discard_autosave(_autosave_owner(path))
 
 
 def export_cancelled_types() -> tuple[type[BaseException], ...]:

@@ -160,20 +160,14 @@ class EditingController(QObject):
 
     def _placement_edits(self, asset: Any, track_id: str | None, start: int,
                          pending: Sequence[edits.AddClip] = ()) -> list[edits.AddClip]:
-        """AddClip edits for putting ``asset`` at ``start``: the picture on a video track, and the sound of
-        a video with audio on an audio track (as editors split a video file into V and A clips)."""
+        """AddClip edits for putting ``asset`` at ``start``: pictures (a video's with its own sound) on a
+        video track, sound files on an audio track; ``track_id`` first when it is free and fits."""
         length = self.default_length(asset)
-        out: list[edits.AddClip] = []
         primary = TrackKind.AUDIO if asset.kind is AssetKind.AUDIO else TrackKind.VIDEO
         track = self._free_track(primary, asset, start, length, track_id, pending)
         if track is None:
             return []
-        out.append(edits.AddClip(Clip(new_id(), asset.asset_id, track.track_id, start, 0, length)))
-        if asset.kind is AssetKind.VIDEO and asset.has_audio:
-            audio_track = self._free_track(TrackKind.AUDIO, asset, start, length, None, [*pending, *out])
-            if audio_track is not None:
-                out.append(edits.AddClip(Clip(new_id(), asset.asset_id, audio_track.track_id, start, 0, length)))
-        return out
+        return [edits.AddClip(Clip(new_id(), asset.asset_id, track.track_id, start, 0, length))]
 
     def add_clip(self, asset_id: str, track_id: str, start: int, length: int | None = None) -> str:
         """Place an asset at ``start`` (on ``track_id`` if free); returns the new clip's id."""

@@ -51,9 +51,10 @@ PROJECT_FILTER = f"{APP_NAME} projects (*{document.PROJECT_SUFFIX});;All files (
 class _Document:
     """Everything that belongs to one open project (built and torn down together)."""
 
-    def __init__(self, window: MainWindow, project: Project, path: Path | None) -> None:
+    def __init__(self, window: MainWindow, project: Project, path: Path | None, queue: Any = None) -> None:
         self.project = project
         self.path = path
+        self.queue = queue  # the render queue saved with the project (kept and saved back)
         self.recovered = False
         # Owned here, not by the window: it must not outlive (and signal into) a closed document.
         self.stack = QUndoStack()
@@ -235,12 +236,12 @@ class MainWindow(QMainWindow):
 
     # -- document lifecycle -----------------------------------------------------------------------
 
-    def _set_document(self, project: Project, path: Path | None, clean: bool = True) -> None:
+    def _set_document(self, project: Project, path: Path | None, clean: bool = True, queue: Any = None) -> None:
         old = self.doc
         sizes = self._splitter_sizes() if old is not None else None
         if old is not None:
             old.close()
-        doc = _Document(self, project, path)
+        doc = _Document(self, project, path, queue)
         self.doc = doc
         top = QSplitter(Qt.Orientation.Horizontal)
         top.setObjectName("topSplitter")
@@ -329,7 +330,7 @@ class MainWindow(QMainWindow):
         if doc is None or not self.is_modified():
             return
         try:
-            document.write_autosave(doc.project, doc.path)
+            document.write_autosave(doc.project, doc.path, doc.queue)
         except Exception as exc:
             self.show_message(f"Autosave failed: {exc}")
 
@@ -392,7 +393,11 @@ class MainWindow(QMainWindow):
         answer = self.ask_save_changes()
         if answer == QMessageBox.StandardButton.Save:
             return self.save()
-        return answer == QMessageBox.StandardButton.Discard
+        if answer == QMessageBox.StandardButton.Discard:
+            # The user threw the changes away: their backup goes too.
+            self._discard_autosave()
+            return True
+        return False
 
     def new_project(self) -> None:
         if not self.maybe_save():
@@ -420,16 +425,19 @@ class MainWindow(QMainWindow):
         autosave = document.newer_autosave(path) if check_recovery else None
         try:
             if autosave is not None and self.ask_recover(path, autosave):
-                project = document.load_autosave(autosave, path)
+                loaded = document.load_autosave(autosave, path)
                 recovered = True
             else:
-                project = document.load(path)
+                loaded = document.load(path)
         except Exception as exc:
             QMessageBox.warning(self, APP_NAME, f"Cannot open {path.name}:\n{exc}") if not _testing(self) else None
             self.show_message(f"Cannot open {path.name}: {exc}")
             return False
-        self._discard_autosave()
-        self._set_document(project, path, clean=not recovered)
+        self._autosave_timer.stop()
+        if self.doc is not None and self.doc.path != path:
+            document.remove_autosave(self.doc.path)
+        project = loaded.project
+        self._set_document(project, path, clean=not recovered, queue=loaded.queue)
         self.prefs.add_recent_project(path)
         self.prefs.last_project_dir = str(path.parent)
         missing = project.missing_assets()
@@ -457,7 +465,7 @@ class MainWindow(QMainWindow):
         assert doc is not None
         path = Path(path).resolve()
         try:
-            document.save(doc.project, path)
+            document.save(doc.project, path, doc.queue)
         except Exception as exc:
             self.show_message(f"Could not save {path.name}: {exc}")
             if not _testing(self):

@@ -20,14 +20,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.workers import WorkerPool
-from core.project import Project, TrackKind
+from core.project import Project
 
 SAMPLE_RATE_DEFAULT = 48000
 CHANNELS = 2
@@ -43,55 +42,16 @@ def sounddevice_output(samplerate: int, channels: int, callback: Callable[..., N
                                     callback=callback, latency="low")
 
 
-@dataclass(frozen=True)
-class _AudioSource:
-    """One clip's sound in a mix snapshot (plain data for the worker)."""
+def mix_timeline_audio(snapshot: Project, start_frame: int, end_frame: int) -> np.ndarray:
+    """Worker function: the timeline's sound for ``[start_frame, end_frame)`` as float32 ``[n, 2]`` at the
+    project rate, mixed by ``core.media.timeline_render`` (same rules as the export; unreadable media is
+    silent rather than an error during playback)."""
+    from core.media.timeline_render import TimelineRenderer
 
-    path: str
-    source_start_s: float
-    seconds: float
-    offset_s: float  # from the start of the mixed range
-    gain: float
-
-
-def audio_snapshot(project: Project, start_frame: int, end_frame: int) -> list[_AudioSource]:
-    """The audible clips between two frames, as plain data (main thread)."""
-    fps = project.settings.fps
-    out: list[_AudioSource] = []
-    for track in project.tracks:
-        if track.kind is not TrackKind.AUDIO or track.muted:
-            continue
-        for clip in track.clips_in(start_frame, end_frame):
-            if not project.has_asset(clip.asset_id):
-                continue
-            asset = project.asset(clip.asset_id)
-            if asset.missing or clip.gain_linear == 0.0:
-                continue
-            a = max(clip.start, start_frame)
-            b = min(clip.end, end_frame)
-            if b <= a:
-                continue
-            out.append(_AudioSource(
-                path=asset.path,
-                source_start_s=(clip.in_point + a - clip.start) / fps,
-                seconds=(b - a) / fps,
-                offset_s=(a - start_frame) / fps,
-                gain=clip.gain_linear,
-            ))
-    return out
-
-
-def mix_timeline_audio(sources: list[_AudioSource], seconds: float, rate: int, channels: int = CHANNELS) -> np.ndarray:
-    """Worker function: mix the snapshot into ``[n, channels]`` float32 at ``rate``."""
-    from core.media.audio import AudioMixer, load_audio
-
-    length = max(0, int(round(seconds * rate)))
-    mixer = AudioMixer(length, channels)
-    for s in sources:
-        data = load_audio(s.path, rate=rate, channels=channels, start=s.source_start_s,
-                          end=s.source_start_s + s.seconds)
-        mixer.add(data.samples, int(round(s.offset_s * rate)), s.gain)
-    return mixer.result()
+    with TimelineRenderer(snapshot, missing_ok=True) as renderer:
+        if not renderer.has_audio(start_frame, end_frame):
+            return np.zeros((0, CHANNELS), np.float32)
+        return renderer.audio(start_frame, end_frame)
 
 
 class PlaybackController(QObject):
@@ -270,17 +230,18 @@ class PlaybackController(QObject):
     def _request_mix(self, start_frame: int) -> None:
         fps = self.project.settings.fps
         end = max(start_frame, min(self.end_frame(), start_frame + MIX_SECONDS * fps))
-        sources = audio_snapshot(self.project, start_frame, end)
-        generation = self._buffer_generation
-        if not sources:
+        if end <= start_frame:
             self._buffer = np.zeros((0, CHANNELS), np.float32)
             return
+        # A snapshot taken here: the worker never reads the project being edited.
+        snapshot = Project.from_dict(self.project.to_dict())
+        generation = self._buffer_generation
 
         def _done(samples: np.ndarray) -> None:
             if generation == self._buffer_generation and self.playing:
                 self._buffer = samples
 
-        self._pool.submit(mix_timeline_audio, sources, (end - start_frame) / fps, self._rate,
+        self._pool.submit(mix_timeline_audio, snapshot, start_frame, end,
                           on_done=_done, on_error=lambda exc: self.message.emit(f"Cannot play sound: {exc}"))
 
     def clock_seconds(self) -> float:

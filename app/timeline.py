@@ -582,7 +582,7 @@ class QtTimelineView(QWidget):
         p.drawLine(QPointF(HEADER_W, RULER_H - 0.5), QPointF(self.width(), RULER_H - 0.5))
 
     def header_buttons(self, track: Track, top: int, h: int) -> dict[str, QRectF]:
-        """Hit boxes of a track header's lock and mute/hide toggles."""
+        """Hit boxes of a track header's lock and mute toggles."""
         y = top + h - 24
         return {"lock": QRectF(HEADER_W - 50, y, 20, 20), "mute": QRectF(HEADER_W - 26, y, 20, 20)}
 
@@ -603,7 +603,7 @@ class QtTimelineView(QWidget):
                        track.name or track.kind.value)
             buttons = self.header_buttons(track, top, h)
             lock_icon = theme.icon("lock" if track.locked else "unlock")
-            mute_name = ("eye-off" if track.muted else "eye") if track.kind is TrackKind.VIDEO else ("mute" if track.muted else "speaker")
+            mute_name = "mute" if track.muted else "speaker"  # a muted track is silent (pictures still show)
             for key, ic, active in (("lock", lock_icon, track.locked), ("mute", theme.icon(mute_name), track.muted)):
                 r = buttons[key]
                 if active:

@@ -28,8 +28,10 @@ PREVIEW_MAX = (960, 540)
 def picture_source(project: Project, frame: int) -> tuple[str, str, float] | None:
     """(path, kind, seconds into the file) of the topmost visible video clip at ``frame``, or None."""
     fps = project.settings.fps
-    for track in project.tracks:  # top to bottom: the first visible video clip wins
-        if track.kind is not TrackKind.VIDEO or track.muted:
+    # The same rule as core.media.timeline_render: the topmost video track with a clip there wins
+    # (muting a track silences it; its pictures still show).
+    for track in project.tracks:
+        if track.kind is not TrackKind.VIDEO:
             continue
         clip = track.clip_at(frame)
         if clip is None or not project.has_asset(clip.asset_id):

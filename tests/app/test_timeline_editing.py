@@ -104,7 +104,7 @@ def test_dragging_an_asset_from_the_bin_onto_a_track_places_a_clip(qtbot, window
     assert timeline.selected == {clips[0].clip_id}
 
 
-def test_dropping_a_video_with_sound_places_picture_and_sound(qtbot, window, media_dir):
+def test_dropping_a_file_on_the_timeline_imports_and_places_it(qtbot, window, media_dir):
     timeline = window.doc.timeline
     v1 = _track(window, "V1")
     top, h = timeline.track_top(v1.track_id)
@@ -112,9 +112,10 @@ def test_dropping_a_video_with_sound_places_picture_and_sound(qtbot, window, med
         _drop(timeline, QPoint(int(timeline.x_for_frame(0)) + 2, top + h // 2), _file_mime(media_dir / "clip.mp4"))
     wait_idle(qtbot, window)
     video = list(window.doc.project.clips_on(v1))
-    audio = list(window.doc.project.clips_on(_track(window, "A1")))
-    assert len(video) == 1 and len(audio) == 1
-    assert video[0].duration == audio[0].duration == VIDEO_FRAMES
+    assert len(video) == 1 and video[0].duration == VIDEO_FRAMES
+    # A video keeps its own sound on the video track (the export mixes it): no duplicate audio clip.
+    assert list(window.doc.project.clips_on(_track(window, "A1"))) == []
+    assert len(window.doc.project.assets) == 1
 
 
 def test_move_by_dragging_then_undo_and_redo(qtbot, window, media_dir):
