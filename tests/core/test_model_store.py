@@ -542,7 +542,11 @@ class FakeHub:
     LFS_SUFFIXES = (".safetensors", ".pth", ".bin")
 
     def __init__(
-        self, repos: dict[str, Path], gated: tuple[str, ...] = (), slow: tuple[str, ...] = ()
+        self,
+        repos: dict[str, Path],
+        gated: tuple[str, ...] = (),
+        slow: tuple[str, ...] = (),
+        corrupt: tuple[str, ...] = (),
     ) -> None:
         import hashlib
         import http.server
@@ -550,6 +554,7 @@ class FakeHub:
         self.repos = repos
         self.gated = gated
         self.slow = slow  # files sent in 1 MiB pieces with a pause (to interrupt them)
+        self.corrupt = set(corrupt)  # files sent with one byte flipped (the advertised hash stays)
         self.log: list[tuple[str, str, str | None]] = []
         self.meta: dict[tuple[str, str], dict] = {}
         for repo_id, root in repos.items():
@@ -612,6 +617,8 @@ class FakeHub:
                 if m is None:
                     return self._error(404, "EntryNotFound")
                 data = (hub.repos[repo_id] / rel).read_bytes()
+                if rel in hub.corrupt:
+                    data = data[:64] + bytes([data[64] ^ 0xFF]) + data[65:]
                 start = 0
                 if body and self.headers.get("Range", "").startswith("bytes="):
                     start = int(self.headers["Range"][6:].split("-")[0])
@@ -784,3 +791,18 @@ def test_cli_locate_add_registers_a_folder_of_model_folders(tmp_path: Path):
     assert f"reference_to_video: ready  {tmp_path / 'disk' / 'SkyReels-V3-Reference2Video'}" in text
     assert "single_shot_extension: missing" in text
     assert run_cli("locate", "--add", str(tmp_path / "nope"))[0] == 2
+
+
+def test_hub_file_damaged_in_transit_is_removed_from_the_cache(tmp_path: Path, hub_env):
+    hub = hub_env(
+        {"Skywork/SkyReels-V3-A2V-19B": make_avatar(tmp_path / "served")}, corrupt=("Wan2.1_VAE.pth",)
+    )
+    source = ms.HubSource(endpoint=hub.url)
+    with pytest.raises(ms.DownloadError, match=r"Wan2\.1_VAE\.pth arrived damaged \(sha256"):
+        ms.download(Task.TALKING_AVATAR, source=source)
+    blobs = tmp_path / "hub-cache" / "models--Skywork--SkyReels-V3-A2V-19B" / "blobs"
+    expected = hub.meta[("Skywork/SkyReels-V3-A2V-19B", "Wan2.1_VAE.pth")]["sha256"]
+    assert expected not in {p.name for p in blobs.iterdir()}
+    hub.corrupt.clear()  # the network recovers: the next run fetches it again
+    result = ms.download(Task.TALKING_AVATAR, source=source)
+    assert result.report.ready and len(hub.gets("Wan2.1_VAE.pth")) == 2
