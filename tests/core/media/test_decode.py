@@ -191,3 +191,14 @@ def test_a_wrong_index_falls_back_to_scanning(numbered_clip: Path) -> None:
         assert read_frame_number(reader.frame_at(5)) == 5
         assert reader.index_source == "scan"
         assert [read_frame_number(reader.frame_at(i)) for i in (30, 7)] == [30, 7]
+
+
+def test_truncated_file_reads_what_is_there(numbered_clip: Path, tmp_path: Path) -> None:
+    data = numbered_clip.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    with VideoReader(cut) as reader:
+        assert 0 < reader.frame_count < CLIP_FRAMES
+        last = reader.frame_count - 1
+        for i in (0, last // 2):
+            assert read_frame_number(reader.frame_at(i)) == i
