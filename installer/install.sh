@@ -67,6 +67,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+[ "$(uname -s)" = Linux ] || DESKTOP=0   # .desktop entries are a Linux (freedesktop) thing
 case "$TORCH_KIND" in auto|cuda|cpu|pinned) ;; *) die "--torch must be auto, cuda, cpu or pinned (got '$TORCH_KIND')" ;; esac
 [ -n "$PREFIX" ] || die "--prefix is empty"
 PREFIX="$(mkdir -p "$(dirname "$PREFIX")" 2>/dev/null; cd "$(dirname "$PREFIX")" 2>/dev/null && pwd)/$(basename "$PREFIX")" \
