@@ -1,0 +1,227 @@
+"""The local inference backend: runs :class:`core.generation.RenderRequest` jobs on this machine.
+
+:class:`LocalBackend` implements the ``InferenceBackend`` protocol of :mod:`core.generation` for the
+four SkyReels-V3 tasks. It resolves the model (a folder, a Hugging Face repo id from the local cache,
+or ``tiny``), keeps the last pipeline loaded between jobs (one model family at a time, so two 14B
+transformers never share a GPU), picks the device, dtype and memory plan, checkpoints every finished
+piece under the request's ``work_dir`` (a rerun of the same request resumes from them) and writes the
+MP4.
+
+Threading: lives on the app's single GPU worker thread (or the CLI's main thread); ``emit`` is called on
+that thread; ``cancel`` may be set from any thread and lands within one denoising step (block hooks make
+it land within one transformer block), skipping the VAE decode.
+
+Imports torch and the pipelines lazily. Never imports PySide6 or ``app``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.generation import (
+    OutOfMemory,
+    RenderEvent,
+    RenderRequest,
+    RenderResult,
+    RequestInvalid,
+    Task,
+)
+from models.pipeline_base import PieceStore, RunContext, request_fingerprint
+from models.tiny import TINY, tiny_bucket_tables, tiny_checkpoint
+
+FPS = {Task.TALKING_AVATAR: 25}
+DEFAULT_FPS = 24
+
+# Fields of a request that do not change its frames (so they stay out of the resume fingerprint).
+_NOT_IN_FINGERPRINT = ("output_path", "work_dir", "device", "offload", "low_vram")
+
+
+def fingerprint(request: RenderRequest) -> str:
+    payload = {k: v for k, v in request.to_json().items() if k not in _NOT_IN_FINGERPRINT}
+    return request_fingerprint(payload)
+
+
+@dataclass
+class _Loaded:
+    key: tuple[Any, ...]
+    pipeline: Any
+
+
+class LocalBackend:
+    """Runs jobs with the local pipelines. See the module docstring for the threading contract.
+
+    Args:
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...;
+            a request's own ``device`` other than ``"auto"`` wins.
+        tiny_dir: where tiny checkpoints are cached (default: :func:`models.tiny.tiny_root`).
+    """
+
+    def __init__(self, device: str = "auto", tiny_dir: str | None = None) -> None:
+        self.device = device
+        self.tiny_dir = tiny_dir
+        self._loaded: _Loaded | None = None
+        self._lock = threading.Lock()
+
+    # -- protocol -------------------------------------------------------------------------------
+    def validate(self, request: RenderRequest) -> None:
+        """Refuse a request that can never run, before any model loads (:class:`RequestInvalid`)."""
+        self._prepare(request)
+
+    def render(
+        self,
+        request: RenderRequest,
+        emit: Callable[[RenderEvent], None],
+        cancel: threading.Event,
+    ) -> RenderResult:
+        started = time.monotonic()
+        task_request = self._prepare(request)
+        fps = FPS.get(request.task, DEFAULT_FPS)
+        ctx = RunContext(emit, cancel, PieceStore(request.work_dir, fingerprint(request), fps))
+        Path(request.output_path).parent.mkdir(parents=True, exist_ok=True)
+        import torch
+
+        try:
+            with self._lock:
+                result = self._run(request, task_request, ctx)
+        except torch.cuda.OutOfMemoryError as error:
+            self.unload()
+            raise OutOfMemory(
+                f"The GPU ran out of memory for this {request.resolution} {request.task.value.replace('_', ' ')} "
+                "job. Try the draft preset or a lower resolution, or enable low-VRAM mode (fp8 weights and "
+                "block offload). Finished pieces are kept and the next attempt resumes from them."
+            ) from error
+        return dataclasses.replace(result, seconds=time.monotonic() - started)
+
+    def unload(self) -> None:
+        """Drop the loaded pipeline (frees GPU memory; the next job loads again)."""
+        self._loaded = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover - torch is a dependency of models
+            pass
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _device(self, request: RenderRequest) -> Any:
+        import torch
+
+        name = request.device if request.device not in ("", "auto") else self.device
+        if name in ("", "auto"):
+            name = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RequestInvalid("CUDA was requested but no CUDA GPU is available; use --device cpu.")
+        return device
+
+    def _model_folder(self, request: RenderRequest) -> Path:
+        if request.model == TINY:
+            return tiny_checkpoint(request.task, self.tiny_dir)
+        from core.model_store import resolve_for_pipeline
+
+        return Path(resolve_for_pipeline(request.task, request.model or None))
+
+    def _pipeline(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+        if self._loaded is not None and self._loaded.key == key:
+            return self._loaded.pipeline
+        self.unload()  # one family at a time
+        pipeline = build()
+        self._loaded = _Loaded(key, pipeline)
+        return pipeline
+
+    def _prepare(self, request: RenderRequest) -> Any:
+        """Task-specific request object, validated (reads input files, loads no model)."""
+        if request.task == Task.REFERENCE_TO_VIDEO:
+            from models.r2v.pipeline import R2VRequest, validate_request
+
+            r2v = R2VRequest.from_render_request(request)
+            return r2v, validate_request(r2v)
+        if request.task in (Task.SINGLE_SHOT_EXTENSION, Task.SHOT_SWITCHING_EXTENSION):
+            from models.extension.pipeline import ExtensionRequest, prepare_request
+
+            extension = ExtensionRequest.from_render_request(request)
+            if request.model == TINY and extension.bucket_table is None:
+                table = tiny_bucket_tables(request.task)[extension.resolution]
+                extension = dataclasses.replace(extension, bucket_table=dict(table))
+            return extension, prepare_request(extension)
+        from models.avatar.pipeline import AvatarRequest
+        from models.avatar.pipeline import validate_request as validate_avatar
+
+        avatar = AvatarRequest.from_render_request(request)
+        return avatar, validate_avatar(avatar)
+
+    def _run(self, request: RenderRequest, prepared: Any, ctx: RunContext) -> RenderResult:
+        import torch
+
+        device = self._device(request)
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        tiny = request.model == TINY
+        buckets = tiny_bucket_tables(request.task) if tiny else None
+        folder = self._model_folder(request)
+
+        if request.task == Task.REFERENCE_TO_VIDEO:
+            return self._run_r2v(request, prepared, ctx, folder, device, dtype, buckets)
+        if request.task in (Task.SINGLE_SHOT_EXTENSION, Task.SHOT_SWITCHING_EXTENSION):
+            return self._run_extension(request, prepared, ctx, folder, device, dtype)
+        return self._run_avatar(request, prepared, ctx, folder, device, dtype, buckets)
+
+    def _memory_plan(self, request: RenderRequest, device: Any, dtype: Any, job: Any) -> Any:
+        from models.memory import MemoryPlan, free_device_memory, plan_memory
+
+        if device.type != "cuda":
+            return MemoryPlan(device=str(device), compute_dtype=dtype)
+        return plan_memory(free_device_memory(device), job, device=str(device), compute_dtype=dtype,
+                           offload=request.offload, low_vram=request.low_vram)
+
+    def _run_r2v(self, request, prepared, ctx, folder, device, dtype, buckets) -> RenderResult:
+        from core.media.writer import write_video
+        from models.r2v.pipeline import job_size, load_pipeline
+
+        r2v, images = prepared
+        finished = ctx.finished_piece(0)
+        if finished is None:
+            plan = self._memory_plan(request, device, dtype, job_size(r2v, images, buckets))
+            pipeline = self._pipeline(
+                ("r2v", str(folder), str(device), dtype,
+                 dataclasses.replace(plan, estimated_peak_bytes=0, reasons=())),
+                lambda: load_pipeline(folder, device=device, dtype=dtype, plan=plan, bucket_tables=buckets),
+            )
+            frames = pipeline.generate(r2v, ctx, images=images).frames
+        else:
+            ctx.status("reusing the finished render")
+            frames = finished.frames
+        write_video(request.output_path, frames, DEFAULT_FPS)
+        return RenderResult(request.output_path, len(frames), DEFAULT_FPS, frames.shape[2], frames.shape[1])
+
+    def _run_extension(self, request, prepared, ctx, folder, device, dtype) -> RenderResult:
+        from core.media.writer import write_video
+        from models.extension.pipeline import ExtensionPipeline, check_checkpoint, load_components
+
+        extension, inputs = prepared
+        check_checkpoint(folder, extension.mode)
+        pipeline = self._pipeline(
+            ("extension", extension.mode, str(folder), str(device), dtype),
+            lambda: ExtensionPipeline(load_components(folder, extension.mode, device=device, dtype=dtype)),
+        )
+        frames = pipeline(inputs, ctx).frames
+        write_video(request.output_path, frames, DEFAULT_FPS)
+        return RenderResult(request.output_path, len(frames), DEFAULT_FPS, frames.shape[2], frames.shape[1])
+
+    def _run_avatar(self, request, prepared, ctx, folder, device, dtype, buckets) -> RenderResult:
+        from models.avatar.pipeline import TalkingAvatarPipeline, load_components, render_to_file
+
+        avatar, inputs = prepared
+        pipeline = self._pipeline(
+            ("avatar", str(folder), str(device), dtype),
+            lambda: TalkingAvatarPipeline(load_components(folder, device, dtype), bucket_tables=buckets),
+        )
+        return render_to_file(pipeline, avatar, request.output_path, ctx, inputs=inputs)

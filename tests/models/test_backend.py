@@ -1,0 +1,102 @@
+"""LocalBackend and the ``generate`` CLI on tiny checkpoints: the path the app and users take."""
+
+from __future__ import annotations
+
+import threading
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.generation import PieceFinished, Progress, RenderCancelled, RenderRequest, RequestInvalid, Task
+from main import cli
+from models.backend import LocalBackend, fingerprint
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def refs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("refs")
+    a = folder / "a.png"
+    b = folder / "b.png"
+    Image.fromarray((np.random.default_rng(0).random((96, 160, 3)) * 255).astype(np.uint8)).save(a)
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(b)
+    return str(a), str(b)
+
+
+def _request(tmp_path, refs, **changes):
+    base = RenderRequest(
+        task=Task.REFERENCE_TO_VIDEO, prompt="a red ball", output_path=str(tmp_path / "out.mp4"),
+        work_dir=str(tmp_path / "work"), reference_images=refs, duration_s=1, seed=3, model="tiny",
+        steps=2,
+    )
+    return RenderRequest(**{**base.__dict__, **changes})
+
+
+def test_render_writes_mp4_and_emits_events(tmp_path, refs, tiny_dir):
+    events = []
+    result = LocalBackend(tiny_dir=tiny_dir).render(_request(tmp_path, refs), events.append, threading.Event())
+    assert result.fps == 24 and result.num_frames == 25
+    with av.open(result.output_path) as container:
+        stream = container.streams.video[0]
+        assert stream.average_rate == 24
+        assert sum(1 for _ in container.decode(stream)) == 25
+    steps = [e for e in events if isinstance(e, Progress)]
+    assert [e.step for e in steps] == [1, 2]
+    assert any(isinstance(e, PieceFinished) for e in events)
+
+
+def test_second_render_of_same_request_resumes_from_checkpoint(tmp_path, refs, tiny_dir):
+    backend = LocalBackend(tiny_dir=tiny_dir)
+    request = _request(tmp_path, refs)
+    backend.render(request, lambda e: None, threading.Event())
+    events = []
+    backend.render(request, events.append, threading.Event())
+    assert not any(isinstance(e, Progress) for e in events), "the finished piece should have been reused"
+
+
+def test_fingerprint_ignores_output_location_but_not_seed(tmp_path, refs):
+    a = _request(tmp_path, refs)
+    assert fingerprint(a) == fingerprint(_request(tmp_path, refs, output_path="/elsewhere.mp4"))
+    assert fingerprint(a) != fingerprint(_request(tmp_path, refs, seed=4))
+
+
+def test_cancel_before_start_raises_and_writes_nothing(tmp_path, refs, tiny_dir):
+    cancel = threading.Event()
+    cancel.set()
+    request = _request(tmp_path, refs, seed=11)
+    with pytest.raises(RenderCancelled):
+        LocalBackend(tiny_dir=tiny_dir).render(request, lambda e: None, cancel)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_validate_refuses_bad_requests_before_loading(tmp_path, refs):
+    backend = LocalBackend(tiny_dir=str(tmp_path / "never-written"))
+    with pytest.raises(RequestInvalid):
+        backend.validate(_request(tmp_path, refs, reference_images=()))
+    with pytest.raises(RequestInvalid):
+        backend.validate(_request(tmp_path, refs, reference_images=(str(tmp_path / "missing.png"),)))
+    with pytest.raises(RequestInvalid):
+        backend.validate(_request(tmp_path, refs, task=Task.SINGLE_SHOT_EXTENSION, input_video=None))
+    assert not (tmp_path / "never-written").exists(), "validation must not write or load models"
+
+
+def test_cli_generate_tiny(tmp_path, refs, tiny_dir, monkeypatch, capsys):
+    monkeypatch.setenv("SKYREELS_TINY_DIR", tiny_dir)
+    out = tmp_path / "cli.mp4"
+    code = cli(["generate", "--task", "reference_to_video", "--ref_imgs", ",".join(refs), "--prompt", "x",
+                "--model", "tiny", "--duration", "1", "--steps", "1", "--output", str(out)])
+    assert code == 0 and out.exists()
+    assert "25 frames" in capsys.readouterr().out
+
+
+def test_cli_reports_bad_input_readably(tmp_path, capsys):
+    code = cli(["generate", "--task", "reference_to_video", "--ref_imgs", str(tmp_path / "nope.png"),
+                "--model", "tiny", "--output", str(tmp_path / "x.mp4")])
+    assert code == 2
+    assert "error:" in capsys.readouterr().err
