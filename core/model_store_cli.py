@@ -97,9 +97,14 @@ class ProgressBar:
         self.started = time.monotonic()
         self.last = 0.0
         self.last_file = ""
+        self.not_transferred = 0  # bytes skipped or linked: they must not inflate the rate
+        self._counted: set[str] = set()
 
     def __call__(self, p: ms.DownloadProgress) -> None:
         now = time.monotonic()
+        if p.phase in ("skip", "link") and p.file not in self._counted:
+            self._counted.add(p.file)
+            self.not_transferred += p.file_total or 0
         if not self.tty:
             if p.phase in ("done", "link", "skip") and p.file != self.last_file:
                 self.last_file = p.file
@@ -111,11 +116,15 @@ class ProgressBar:
         self.last = now
         frac = p.done_bytes / p.total_bytes if p.total_bytes else 1.0
         filled = int(frac * self.width)
-        rate = p.done_bytes / max(now - self.started, 1e-3)
+        rate = max(0, p.done_bytes - self.not_transferred) / max(now - self.started, 1e-3)
+        left = (p.total_bytes - p.done_bytes) / rate if rate > 0 else 0
+        eta = (
+            f" ETA {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}" if rate > 0 else ""
+        )
         line = (
             f"\r[{'#' * filled}{'-' * (self.width - filled)}] {frac * 100:5.1f}% "
             f"{ms.format_bytes(p.done_bytes)}/{ms.format_bytes(p.total_bytes)} "
-            f"{ms.format_bytes(rate)}/s  {p.phase} {p.file_index + 1}/{p.file_count} {Path(p.file).name[-40:]}"
+            f"{ms.format_bytes(rate)}/s{eta}  {p.phase} {p.file_index + 1}/{p.file_count} {Path(p.file).name[-40:]}"
         )
         self.out.write(line.ljust(120)[:160])
         self.out.flush()
@@ -126,6 +135,20 @@ class ProgressBar:
 
 
 def cmd_download(args: argparse.Namespace, out: TextIO) -> int:
+    if args.task == "all":
+        if args.local_dir or args.from_folder or args.repo:
+            out.write(
+                "--task all downloads each model to the Hugging Face cache; name one task to use "
+                "--local-dir, --from or --repo.\n"
+            )
+            return 2
+        codes = []
+        for task in Task:
+            args.task = task.value
+            codes.append(cmd_download(args, out))
+            if codes[-1] == 130:
+                return 130
+        return max(codes)
     task = Task(args.task)
     source: ms.Source | None = ms.LocalFolderSource(args.from_folder) if args.from_folder else None
     target = args.local_dir
@@ -240,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="status of every task's model")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("download", help="download (or resume) the files a task needs")
-    p.add_argument("--task", required=True, choices=TASK_NAMES)
+    p.add_argument("--task", required=True, choices=[*TASK_NAMES, "all"])
     p.add_argument("--repo", help="repo id (README or official-code id; default: the README id)")
     p.add_argument("--local-dir", help="download into this folder instead of the Hugging Face cache")
     p.add_argument(

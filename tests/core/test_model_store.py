@@ -806,3 +806,24 @@ def test_hub_file_damaged_in_transit_is_removed_from_the_cache(tmp_path: Path, h
     hub.corrupt.clear()  # the network recovers: the next run fetches it again
     result = ms.download(Task.TALKING_AVATAR, source=source)
     assert result.report.ready and len(hub.gets("Wan2.1_VAE.pth")) == 2
+
+
+def test_progress_bar_on_a_terminal_shows_percent_rate_and_eta():
+    import io
+
+    from core.model_store_cli import ProgressBar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    bar = ProgressBar(screen, width=10)
+    bar(ms.DownloadProgress("skip", "config.json", 0, 3, 100, 100, 100, 1100))
+    bar.last = 0.0  # the bar redraws at most 5 times a second
+    bar(ms.DownloadProgress("download", "transformer/model.safetensors", 1, 3, 450, 1000, 550, 1100))
+    bar.finish()
+    last = screen.getvalue().split("\r")[-1]
+    assert last.startswith("[#####-----]  50.0% 550 B/1.1 kB")
+    assert "ETA " in last and "download 2/3 model.safetensors" in last
+    assert bar.not_transferred == 100
