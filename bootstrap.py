@@ -91,8 +91,9 @@ def run_tests(extra: list[str]) -> int:
     log("checking import contracts (core: no Qt/torch; models: no Qt)")
     scripts = VENV / ("Scripts" if os.name == "nt" else "bin")
     lint = subprocess.run([str(scripts / "lint-imports")], cwd=ROOT, env=env, check=False)
+    # pytest-qt imports PySide6 at start-up; tests/core must prove it needs neither Qt nor torch.
     log("tests/core (pure Python: torch and Qt must stay unimported)")
-    core = subprocess.run([python, "-m", "pytest", "-q", "tests/core", *extra], cwd=ROOT, env=env, check=False)
+    core = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:pytest-qt", "tests/core", *extra], cwd=ROOT, env=env, check=False)
     log("tests/models and tests/app")
     rest = subprocess.run([python, "-m", "pytest", "-q", "tests", "--ignore=tests/core", *extra],
                           cwd=ROOT, env=env, check=False)
