@@ -70,6 +70,25 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def nvidia_driver_version() -> str | None:
+    """The NVIDIA driver version from ``nvidia-smi`` (None when there is no working driver)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        result = subprocess.run(
+            [exe, "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = result.stdout.strip().splitlines()
+    return lines[0].strip() if result.returncode == 0 and lines else None
+
+
 def _nvidia_smi_works() -> bool:
     exe = shutil.which("nvidia-smi")
     if exe is None:
@@ -144,7 +163,8 @@ def probe_gpus() -> tuple[list[Check], list[GpuInfo]]:
                 "gpu",
                 "CUDA",
                 "ok",
-                f"runtime {torch.version.cuda}, driver sees {torch.cuda.device_count()} device(s)",
+                f"runtime {torch.version.cuda}, NVIDIA driver {nvidia_driver_version() or '?'}, "
+                f"{torch.cuda.device_count()} device(s)",
             )
         )
         for i in range(torch.cuda.device_count()):
@@ -166,7 +186,7 @@ def probe_gpus() -> tuple[list[Check], list[GpuInfo]]:
                 "gpu",
                 "CUDA",
                 "problem",
-                f"torch {torch.__version__} cannot use the NVIDIA GPU",
+                f"torch {torch.__version__} cannot use the NVIDIA GPU (driver {nvidia_driver_version() or '?'})",
                 "Update the NVIDIA driver to one supporting CUDA "
                 f"{torch.version.cuda} (`nvidia-smi` shows the driver's CUDA version), then reboot.",
             )
