@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.generation import ModelsMissing, RenderRequest, RequestInvalid, Task, Transition
+from core.generation import ModelsMissing, RenderRequest, RequestInvalid, Transition
 from models.extension.transformer import ExtensionTransformer
 from models.extension.transitions import compose_prompt
 from models.pipeline_base import RunContext
@@ -90,7 +90,7 @@ BUCKETS: dict[str, dict[str, tuple[int, int]]] = {
 }  # fmt: skip
 
 
-class ExtensionMode(str, enum.Enum):
+class ExtensionMode(enum.StrEnum):
     SINGLE_SHOT = "single_shot_extension"
     SHOT_SWITCHING = "shot_switching_extension"
 
@@ -317,14 +317,18 @@ def prepare_request(request: ExtensionRequest) -> PreparedInput:
                 f"{SINGLE_SHOT_DURATIONS.stop - 1} seconds; {request.duration_s} s was asked for."
             )
         if request.transition is not None:
-            raise RequestInvalid("Transitions apply to shot switching only; a single-shot extension continues the shot.")
+            raise RequestInvalid(
+                "Transitions apply to shot switching only; a single-shot extension continues the shot."
+            )
     elif request.duration_s not in SHOT_CONDITION_FRAMES:
         allowed = ", ".join(str(d) for d in SHOT_CONDITION_FRAMES)
         raise RequestInvalid(f"A shot switch lasts {allowed} seconds; {request.duration_s} s was asked for.")
     table = request.bucket_table
     if table is None:
         if request.resolution not in BUCKETS:
-            raise RequestInvalid(f"Unknown resolution {request.resolution!r}; choose one of {', '.join(BUCKETS)}.")
+            raise RequestInvalid(
+                f"Unknown resolution {request.resolution!r}; choose one of {', '.join(BUCKETS)}."
+            )
         table = BUCKETS[request.resolution]
     elif not table:
         raise RequestInvalid("The bucket table is empty.")
@@ -344,7 +348,11 @@ def prepare_request(request: ExtensionRequest) -> PreparedInput:
     height, width = select_bucket(frames.shape[1], frames.shape[2], table)
     if height < 16 or width < 16:
         raise RequestInvalid(f"The bucket {height}x{width} is too small (at least 16x16 pixels).")
-    plan = plan_single_shot(request.duration_s) if mode is ExtensionMode.SINGLE_SHOT else plan_shot_switching(request.duration_s)
+    plan = (
+        plan_single_shot(request.duration_s)
+        if mode is ExtensionMode.SINGLE_SHOT
+        else plan_shot_switching(request.duration_s)
+    )
     return PreparedInput(
         request=request,
         prompt=prompt,
@@ -505,7 +513,9 @@ def _load_text_encoder(
     # official code hard-codes) is only checked, not needed.
     encoder = WanT5Encoder.from_pth(root / T5_FILE, root / TOKENIZER_DIR, device=device, dtype=dtype)
     if config and "dim" in config and encoder.model.token_embedding.weight.shape[1] != config["dim"]:
-        raise ValueError(f"text encoder width {encoder.model.token_embedding.weight.shape[1]} != {config['dim']}")
+        raise ValueError(
+            f"text encoder width {encoder.model.token_embedding.weight.shape[1]} != {config['dim']}"
+        )
     return encoder
 
 
@@ -617,7 +627,9 @@ class ExtensionPipeline:
             trace[f"{prefix}.latents_final"] = result.detach().float().cpu()
         return result
 
-    def _encode_condition(self, pixels: np.ndarray, piece: int, trace: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    def _encode_condition(
+        self, pixels: np.ndarray, piece: int, trace: dict[str, torch.Tensor] | None
+    ) -> torch.Tensor:
         if trace is not None:
             trace[f"chunk{piece}.prefix_pixels"] = torch.from_numpy(np.ascontiguousarray(pixels))
         latents = self.components.vae.encode(pixels_to_model(pixels, self.components.device)).float()
@@ -625,7 +637,9 @@ class ExtensionPipeline:
             trace[f"chunk{piece}.prefix_latents"] = latents.detach().cpu()
         return latents
 
-    def _draw(self, noise: NoiseSource, piece: int, shape: tuple[int, ...], trace: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    def _draw(
+        self, noise: NoiseSource, piece: int, shape: tuple[int, ...], trace: dict[str, torch.Tensor] | None
+    ) -> torch.Tensor:
         drawn = noise(piece, shape)
         if tuple(drawn.shape) != shape:
             raise ValueError(f"noise for piece {piece} has shape {tuple(drawn.shape)}, expected {shape}")
@@ -639,7 +653,11 @@ class ExtensionPipeline:
     # -- single shot ------------------------------------------------------------------------
 
     def _single_shot(
-        self, prepared: PreparedInput, ctx: RunContext, noise: NoiseSource, trace: dict[str, torch.Tensor] | None
+        self,
+        prepared: PreparedInput,
+        ctx: RunContext,
+        noise: NoiseSource,
+        trace: dict[str, torch.Tensor] | None,
     ) -> ExtensionResult:
         request = prepared.request
         total = len(prepared.plan)
@@ -659,13 +677,21 @@ class ExtensionPipeline:
             ctx.status(f"piece {piece.index + 1}/{total}: encoding the condition frames")
             prefix_latents = self._encode_condition(condition, piece.index, trace)
             if prefix_latents.shape[2] != piece.condition_latents:
-                raise RuntimeError(f"VAE returned {prefix_latents.shape[2]} condition latents, expected {piece.condition_latents}")
+                raise RuntimeError(
+                    f"VAE returned {prefix_latents.shape[2]} condition latents, expected {piece.condition_latents}"
+                )
             if context is None:
                 context = self._encode_text(prepared.prompt, trace)
             latents = self._draw(noise, piece.index, (16, piece.latent_frames, h, w), trace)
             cond_frames = prefix_latents.shape[2]
 
-            def model_call(sample: torch.Tensor, t: torch.Tensor, prefix_latents=prefix_latents, cond_frames=cond_frames) -> torch.Tensor:
+            def model_call(
+                sample: torch.Tensor,
+                t: torch.Tensor,
+                prefix_latents: torch.Tensor = prefix_latents,
+                cond_frames: int = cond_frames,
+                context: torch.Tensor = context,
+            ) -> torch.Tensor:
                 x = torch.cat([prefix_latents, sample], dim=2)
                 timestep = torch.full((1, x.shape[2]), int(t), dtype=torch.int64, device=x.device)
                 timestep[:, :cond_frames] = 0
@@ -678,20 +704,33 @@ class ExtensionPipeline:
             if piece.index == total - 1 and not self._decode_last:
                 break
             ctx.status(f"piece {piece.index + 1}/{total}: decoding")
-            decoded = model_to_pixels(self.components.vae.decode(torch.cat([prefix_latents, final.unsqueeze(0)], dim=2)))
+            decoded = model_to_pixels(
+                self.components.vae.decode(torch.cat([prefix_latents, final.unsqueeze(0)], dim=2))
+            )
             new_frames = decoded[SINGLE_SHOT_CONDITION_FRAMES:]
             condition = decoded[-SINGLE_SHOT_CONDITION_FRAMES:]
             ctx.piece_finished(
-                piece.index, total, new_frames, {"prefix_frames": torch.from_numpy(np.ascontiguousarray(condition))}
+                piece.index,
+                total,
+                new_frames,
+                {"prefix_frames": torch.from_numpy(np.ascontiguousarray(condition))},
             )
             outputs.append(new_frames)
-        frames = np.concatenate(outputs, axis=0) if outputs else np.zeros((0, prepared.height, prepared.width, 3), np.uint8)
+        frames = (
+            np.concatenate(outputs, axis=0)
+            if outputs
+            else np.zeros((0, prepared.height, prepared.width, 3), np.uint8)
+        )
         return ExtensionResult(frames, FPS, prepared.plan, resumed)
 
     # -- shot switching ---------------------------------------------------------------------
 
     def _shot_switching(
-        self, prepared: PreparedInput, ctx: RunContext, noise: NoiseSource, trace: dict[str, torch.Tensor] | None
+        self,
+        prepared: PreparedInput,
+        ctx: RunContext,
+        noise: NoiseSource,
+        trace: dict[str, torch.Tensor] | None,
     ) -> ExtensionResult:
         request = prepared.request
         (piece,) = prepared.plan
@@ -707,7 +746,9 @@ class ExtensionPipeline:
         cond_frames = prefix_latents.shape[2]
 
         def model_call(sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            timestep = torch.full((1, sample.shape[2] + cond_frames), int(t), dtype=torch.int64, device=sample.device)
+            timestep = torch.full(
+                (1, sample.shape[2] + cond_frames), int(t), dtype=torch.int64, device=sample.device
+            )
             timestep[:, -cond_frames:] = 0
             return transformer([sample, prefix_latents], timestep, context, between_blocks=ctx.check_cancel)
 
@@ -715,7 +756,9 @@ class ExtensionPipeline:
         final = self._denoise(piece, 1, request.steps, latents, model_call, ctx, trace)
         ctx.check_cancel()
         if not self._decode_last:
-            return ExtensionResult(np.zeros((0, prepared.height, prepared.width, 3), np.uint8), FPS, prepared.plan)
+            return ExtensionResult(
+                np.zeros((0, prepared.height, prepared.width, 3), np.uint8), FPS, prepared.plan
+            )
         ctx.status("decoding")
         frames = model_to_pixels(self.components.vae.decode(final.unsqueeze(0)))
         ctx.piece_finished(0, 1, frames)

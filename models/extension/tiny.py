@@ -47,7 +47,19 @@ def tiny_transformer_config(text_dim: int) -> ExtensionDiTConfig:
 
 def _config_json(config: ExtensionDiTConfig) -> dict[str, Any]:
     data: dict[str, Any] = {"_class_name": "WanModel", "_diffusers_version": "0.34.0"}
-    for key in ("model_type", "text_len", "in_dim", "dim", "ffn_dim", "freq_dim", "out_dim", "num_heads", "num_layers", "eps", "text_dim"):
+    for key in (
+        "model_type",
+        "text_len",
+        "in_dim",
+        "dim",
+        "ffn_dim",
+        "freq_dim",
+        "out_dim",
+        "num_heads",
+        "num_layers",
+        "eps",
+        "text_dim",
+    ):
         data[key] = getattr(config, key)
     return data
 
@@ -73,7 +85,9 @@ def write_transformer_folder(folder: Path, config: ExtensionDiTConfig, seed: int
         save_file({k: state[k] for k in part}, str(folder / shard), metadata={"format": "pt"})
         weight_map.update({k: shard for k in part})
     total = sum(t.numel() * t.element_size() for t in state.values())
-    (folder / INDEX_NAME).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    (folder / INDEX_NAME).write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+    )
     (folder / "config.json").write_text(json.dumps(_config_json(config), indent=2))
 
 

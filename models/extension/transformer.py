@@ -113,7 +113,9 @@ def timestep_sinusoid(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
 
 
-def rope_table(head_dim: int, positions: int = ROPE_POSITIONS, device: torch.device | None = None) -> torch.Tensor:
+def rope_table(
+    head_dim: int, positions: int = ROPE_POSITIONS, device: torch.device | None = None
+) -> torch.Tensor:
     """Complex64 ``[positions, head_dim/2]`` rotary table: frame, height and width parts side by side.
 
     Built in float32 as the reference does (Wan and diffusers use float64 here).
@@ -315,11 +317,15 @@ class ExtensionBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=config.eps, elementwise_affine=False)
         self.self_attn = SelfAttention(dim, config.num_heads, config.eps, config.qk_norm)
         self.norm3: nn.Module = (
-            nn.LayerNorm(dim, eps=config.eps, elementwise_affine=True) if config.cross_attn_norm else nn.Identity()
+            nn.LayerNorm(dim, eps=config.eps, elementwise_affine=True)
+            if config.cross_attn_norm
+            else nn.Identity()
         )
         self.cross_attn = CrossAttention(dim, config.num_heads, config.eps, config.qk_norm)
         self.norm2 = nn.LayerNorm(dim, eps=config.eps, elementwise_affine=False)
-        self.ffn = nn.Sequential(nn.Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(config.ffn_dim, dim))
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(config.ffn_dim, dim)
+        )
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
         self.ffn_chunk_tokens: int | None = None  # optional memory saver, numerically neutral
 
@@ -338,7 +344,7 @@ class ExtensionBlock(nn.Module):
         round_output: bool,
     ) -> torch.Tensor:
         """``x [B, L, C]`` (frame-major tokens), ``e0 [B, F, 6, C]`` float32; returns ``[B, L, C]``."""
-        b, length, dim = x.shape
+        length = x.shape[1]
         frames = e0.shape[1]
         if length % frames:
             raise ValueError(f"{length} tokens do not split evenly into {frames} frames")
@@ -348,7 +354,9 @@ class ExtensionBlock(nn.Module):
         def per_frame(t: torch.Tensor) -> torch.Tensor:
             return t.unflatten(1, (frames, -1))
 
-        y = self.self_attn(_modulate(per_frame(_layer_norm(self.norm1, x)), scale1, shift1).flatten(1, 2), rope)
+        y = self.self_attn(
+            _modulate(per_frame(_layer_norm(self.norm1, x)), scale1, shift1).flatten(1, 2), rope
+        )
         x = (per_frame(x).float() + per_frame(y).float() * gate1).flatten(1, 2)
         x = x + self.cross_attn(_layer_norm(self.norm3, x), context)
         y = self._ffn(_modulate(per_frame(_layer_norm(self.norm2, x)), scale2, shift2).flatten(1, 2))
@@ -389,7 +397,9 @@ class ExtensionTransformer(nn.Module):
         config.validate()
         self.config = config
         dim = config.dim
-        self.patch_embedding = nn.Conv3d(config.in_dim, dim, kernel_size=config.patch_size, stride=config.patch_size)
+        self.patch_embedding = nn.Conv3d(
+            config.in_dim, dim, kernel_size=config.patch_size, stride=config.patch_size
+        )
         self.text_embedding = nn.Sequential(
             nn.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim)
         )
@@ -409,7 +419,9 @@ class ExtensionTransformer(nn.Module):
         for block in self.blocks:
             block.ffn_chunk_tokens = tokens  # type: ignore[union-attr]
 
-    def enable_block_offload(self, compute_device: torch.device | str, storage_device: torch.device | str = "cpu") -> None:
+    def enable_block_offload(
+        self, compute_device: torch.device | str, storage_device: torch.device | str = "cpu"
+    ) -> None:
         """Keep the blocks' weights on ``storage_device`` and upload each block to ``compute_device``
         only while it runs (the official ``--low_vram`` block offload; numerically neutral).
 
@@ -522,13 +534,17 @@ class ExtensionTransformer(nn.Module):
         total_frames = sum(n for _, n in segments)
         batch = tokens.shape[0]
         if tuple(t.shape) != (batch, total_frames):
-            raise ValueError(f"t must be [batch, latent frames] = {[batch, total_frames]}, got {list(t.shape)}")
+            raise ValueError(
+                f"t must be [batch, latent frames] = {[batch, total_frames]}, got {list(t.shape)}"
+            )
 
         rope = rope_multipliers(self._rope(tokens.device), segments, grid_h, grid_w)
 
         with torch.autocast(device_type=tokens.device.type, enabled=False):
             sinus = timestep_sinusoid(t.flatten().to(tokens.device), cfg.freq_dim).to(weight.dtype)
-            e = _float32_linear(self.time_embedding[2], F.silu(_float32_linear(self.time_embedding[0], sinus)))
+            e = _float32_linear(
+                self.time_embedding[2], F.silu(_float32_linear(self.time_embedding[0], sinus))
+            )
             e0 = _float32_linear(self.time_projection[1], F.silu(e)).unflatten(1, (6, cfg.dim))
             e = e.view(batch, total_frames, cfg.dim)
             e0 = e0.view(batch, total_frames, 6, cfg.dim)

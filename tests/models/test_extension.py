@@ -73,7 +73,13 @@ def shot(checkpoint) -> ExtensionPipeline:
 def _request(media, mode=ExtensionMode.SINGLE_SHOT, duration=5, **kw) -> ExtensionRequest:
     kw.setdefault("bucket_table", TINY_BUCKETS)
     kw.setdefault("steps", 2)
-    return ExtensionRequest(mode=mode, input_video=str(kw.pop("video", media["clip"])), prompt=kw.pop("prompt", "a tiny test"), duration_s=duration, **kw)
+    return ExtensionRequest(
+        mode=mode,
+        input_video=str(kw.pop("video", media["clip"])),
+        prompt=kw.pop("prompt", "a tiny test"),
+        duration_s=duration,
+        **kw,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,7 +163,11 @@ def test_bad_requests_are_refused_before_model_load(media, tmp_path, monkeypatch
 
 def test_render_request_translation(media):
     base = RenderRequest(
-        task=Task.SINGLE_SHOT_EXTENSION, prompt="p", output_path="o.mp4", work_dir=".", input_video=str(media["clip"])
+        task=Task.SINGLE_SHOT_EXTENSION,
+        prompt="p",
+        output_path="o.mp4",
+        work_dir=".",
+        input_video=str(media["clip"]),
     )
     assert ExtensionRequest.from_render_request(base).duration_s == 5
     for bad, message in (
@@ -187,7 +197,9 @@ def test_missing_files_are_listed_exactly(checkpoint, tmp_path, media):
         "Wan2.1_VAE.pth",
     ]
     assert missing_files(checkpoint, ExtensionMode.SINGLE_SHOT) == []
-    with pytest.raises(ModelsMissing, match=r"diffusion_pytorch_model-00002-of-00002\.safetensors, Wan2\.1_VAE\.pth"):
+    with pytest.raises(
+        ModelsMissing, match=r"diffusion_pytorch_model-00002-of-00002\.safetensors, Wan2\.1_VAE\.pth"
+    ):
         run_extension(_request(media), partial)
 
 
@@ -287,7 +299,9 @@ def _tiny_dit_call(seed: int = 0):
     from models.extension.transformer import ExtensionDiTConfig, ExtensionTransformer
 
     torch.manual_seed(seed)
-    config = ExtensionDiTConfig(dim=32, ffn_dim=64, freq_dim=32, text_dim=24, num_heads=2, num_layers=2, text_len=8)
+    config = ExtensionDiTConfig(
+        dim=32, ffn_dim=64, freq_dim=32, text_dim=24, num_heads=2, num_layers=2, text_len=8
+    )
     model = ExtensionTransformer(config).eval()
     x = [torch.randn(1, 16, 3, 4, 6), torch.randn(1, 16, 2, 4, 6)]
     t = torch.tensor([[700, 700, 700, 0, 0]])

@@ -13,7 +13,9 @@ import torch
 from models.extension.transformer import ExtensionDiTConfig, ExtensionTransformer
 
 
-def run(meta: dict, weights: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def run(
+    meta: dict, weights: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     model = ExtensionTransformer(ExtensionDiTConfig.from_dict(meta["config"])).float().eval()
     model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
 
@@ -37,7 +39,9 @@ def run(meta: dict, weights: dict[str, torch.Tensor], inputs: dict[str, torch.Te
         model.text_embedding.register_forward_hook(keep("intermediate.text_embedding")),
         model.head.register_forward_hook(keep("intermediate.head")),
     ]
-    handles += [block.register_forward_hook(keep(f"intermediate.blocks.{i}")) for i, block in enumerate(model.blocks)]
+    handles += [
+        block.register_forward_hook(keep(f"intermediate.blocks.{i}")) for i, block in enumerate(model.blocks)
+    ]
     try:
         out = model(x, t, context)
     finally:
