@@ -1,0 +1,170 @@
+"""Pipeline figures (issue 5). Prints, does not assert.
+
+1. Latent-preview cost per step at the 720p latent size (16 x 21 x 90 x 160; target <= 2 ms).
+2. Pipeline overhead beyond model forwards on tiny models (target <= 5 %): a warm render through
+   LocalBackend, timing every forward of the loaded networks (transformer, text encoder, VAE, CLIP,
+   wav2vec2) with hooks; overhead = wall time - time inside those forwards.
+3. Peak RSS against output length for extension and avatar (each run in a fresh process).
+
+Usage: ``.venv/bin/python bench/bench_pipelines.py [preview|overhead|rss]`` (default: all).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def bench_preview() -> None:
+    import torch
+
+    from models.pipeline_base import latent_preview_rgb
+
+    latents = torch.randn(1, 16, 21, 90, 160)
+    for _ in range(5):
+        latent_preview_rgb(latents)
+    samples = []
+    for _ in range(50):
+        start = time.perf_counter()
+        latent_preview_rgb(latents)
+        samples.append((time.perf_counter() - start) * 1000)
+    print(f"latent preview 720p (90x160 latent): median {np.median(samples):.2f} ms, "
+          f"p95 {np.percentile(samples, 95):.2f} ms (target <= 2 ms)")
+
+
+def _inputs(folder: Path) -> dict[str, str]:
+    from PIL import Image
+
+    from core.media.writer import write_video, write_wav
+
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((96, 160, 3)) * 255).astype(np.uint8)).save(folder / "ref.png")
+    Image.fromarray((rng.random((160, 128, 3)) * 255).astype(np.uint8)).save(folder / "face.png")
+    frames = np.stack([np.full((72, 128, 3), (i * 9) % 255, np.uint8) for i in range(48)])
+    write_video(str(folder / "clip.mp4"), frames, 24)
+    for seconds in (3, 6, 12, 24):
+        t = np.arange(16000 * seconds) / 16000
+        write_wav(str(folder / f"voice{seconds}.wav"),
+                  (0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32),
+                  16000)
+    return {"ref": str(folder / "ref.png"), "face": str(folder / "face.png"), "clip": str(folder / "clip.mp4")}
+
+
+def _request(task: str, folder: Path, files: dict[str, str], seed: int, **extra):
+    from core.generation import RenderRequest, Task
+
+    common = dict(prompt="a person talks", output_path=str(folder / f"{task}-{seed}.mp4"),
+                  work_dir=str(folder / f"work-{task}-{seed}"), seed=seed, model="tiny")
+    if task == "reference_to_video":
+        return RenderRequest(task=Task(task), reference_images=(files["ref"],), duration_s=1, **common, **extra)
+    if task == "talking_avatar":
+        return RenderRequest(task=Task(task), input_image=files["face"],
+                             input_audio=extra.pop("audio", str(folder / "voice3.wav")), **common, **extra)
+    return RenderRequest(task=Task(task), input_video=files["clip"], duration_s=extra.pop("duration_s", 5),
+                         **common, **extra)
+
+
+def bench_overhead() -> None:
+    import torch
+
+    from models.backend import LocalBackend
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        files = _inputs(folder)
+        backend = LocalBackend(device="cpu")
+        for task in ("reference_to_video", "talking_avatar", "single_shot_extension"):
+            backend.render(_request(task, folder, files, seed=1), lambda e: None, threading.Event())  # load
+            pipeline = backend._loaded.pipeline
+            components = getattr(pipeline, "components", pipeline)
+            networks = [value for value in vars(components).values() if isinstance(value, torch.nn.Module)]
+            inside = [0.0]
+            depth = [0]
+            starts: list[float] = []
+
+            def pre(module, args, _depth=depth, _starts=starts):
+                if _depth[0] == 0:
+                    _starts.append(time.perf_counter())
+                _depth[0] += 1
+
+            def post(module, args, output, _depth=depth, _starts=starts, _inside=inside):
+                _depth[0] -= 1
+                if _depth[0] == 0:
+                    _inside[0] += time.perf_counter() - _starts.pop()
+
+            handles = []
+            for net in networks:
+                handles.append(net.register_forward_pre_hook(pre))
+                handles.append(net.register_forward_hook(post))
+            # Methods that are not forward() (VAE encode/decode, T5 encode) call submodules' forward:
+            for net in networks:
+                for child in net.children():
+                    handles.append(child.register_forward_pre_hook(pre))
+                    handles.append(child.register_forward_hook(post))
+            start = time.perf_counter()
+            backend.render(_request(task, folder, files, seed=2), lambda e: None, threading.Event())
+            wall = time.perf_counter() - start
+            for handle in handles:
+                handle.remove()
+            overhead = wall - inside[0]
+            print(f"{task:24s} warm render {wall:6.2f} s, inside model forwards {inside[0]:6.2f} s, "
+                  f"overhead {overhead:5.2f} s = {overhead / wall:5.1%} (target <= 5 %)")
+
+
+def _rss_child(task: str, length: str) -> None:
+    import resource
+
+    from models.backend import LocalBackend
+
+    folder = Path(os.environ["BENCH_DIR"])
+    files = json.loads(os.environ["BENCH_FILES"])
+    if task == "talking_avatar":
+        request = _request(task, folder, files, seed=5, audio=str(folder / f"voice{length}.wav"))
+    else:
+        request = _request(task, folder, files, seed=5, duration_s=int(length))
+    start = time.perf_counter()
+    result = LocalBackend(device="cpu").render(request, lambda e: None, threading.Event())
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"frames": result.num_frames, "peak_rss_mib": peak_mib, "seconds": time.perf_counter() - start}))
+
+
+def bench_rss() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        files = _inputs(folder)
+        env = dict(os.environ, BENCH_DIR=tmp, BENCH_FILES=json.dumps(files))
+        for task, lengths in (("single_shot_extension", ("5", "10", "20")), ("talking_avatar", ("3", "6", "12", "24"))):
+            for length in lengths:
+                out = subprocess.run([sys.executable, __file__, "_rss", task, length], env=env, cwd=ROOT,
+                                     capture_output=True, text=True, check=False)
+                if out.returncode != 0:
+                    print(f"{task} {length}: failed: {out.stderr.strip().splitlines()[-1:]}")
+                    continue
+                data = json.loads(out.stdout.strip().splitlines()[-1])
+                unit = "s audio" if task == "talking_avatar" else "s extension"
+                print(f"{task:24s} {length:>3s} {unit}: {data['frames']:5d} frames, peak RSS "
+                      f"{data['peak_rss_mib']:7.1f} MiB, {data['seconds']:6.1f} s")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["_rss"]:
+        _rss_child(sys.argv[2], sys.argv[3])
+        sys.exit(0)
+    which = sys.argv[1:] or ["preview", "overhead", "rss"]
+    if "preview" in which:
+        bench_preview()
+    if "overhead" in which:
+        bench_overhead()
+    if "rss" in which:
+        bench_rss()
