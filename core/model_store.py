@@ -1101,7 +1101,8 @@ def _hub_download(kwargs: dict[str, Any]) -> str:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import disable_progress_bars
 
-    disable_progress_bars("huggingface_hub.http_get")  # our caller draws the progress
+    for bar in ("huggingface_hub.http_get", "huggingface_hub.xet_get"):
+        disable_progress_bars(bar)  # our caller draws the progress
     return str(hf_hub_download(**kwargs))
 
 
