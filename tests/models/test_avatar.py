@@ -45,6 +45,16 @@ def speech(seconds: float) -> np.ndarray:
     return 0.3 * envelope * np.sin(2 * np.pi * (140 + 40 * np.sin(2 * np.pi * t)) * t)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These tiny models run ~20x faster with one intra-op thread on a busy 2-core machine (idle OpenMP
+    threads spin against the other test processes)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("avatar_media")
