@@ -11,7 +11,7 @@ Pure Python: must not import Qt, torch, ``app`` or ``models``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from math import gcd
@@ -28,7 +28,7 @@ from core.media.probe import open_container, video_stream
 _PREROLL = 0.1
 """Seconds decoded before a requested start (covers AAC/MP3 overlap and Opus pre-roll)."""
 
-__all__ = ["AudioData", "AudioMixer", "load_audio", "mix", "resample", "to_channels"]
+__all__ = ["AudioData", "AudioMixer", "iter_audio", "load_audio", "mix", "resample", "to_channels"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,101 @@ def load_audio(
     return AudioData(np.ascontiguousarray(samples, dtype=np.float32), out_rate)
 
 
+def iter_audio(
+    path: str | os.PathLike[str],
+    *,
+    rate: int | None = None,
+    channels: int | None = None,
+    block_seconds: float = 10.0,
+) -> tuple[int, Iterator[np.ndarray]]:
+    """Decode a whole file's audio in blocks, for work that must not hold it all in memory.
+
+    Args:
+        path: any file with sound.
+        rate, channels: output format (default: the file's).
+        block_seconds: roughly how much sound each block holds.
+
+    Returns:
+        ``(rate, blocks)``: the output rate and an iterator of float32 ``[n, channels]`` blocks
+        that together cover the stream (encoder padding past its end is dropped). The file is
+        opened now (so errors about it are raised here) and closed when the iterator ends.
+
+    Raises:
+        As :func:`load_audio`, at the call for the file itself; :class:`CorruptMedia` from the
+        iterator when nothing at all decodes.
+    """
+    p = Path(path)
+    container = open_container(p)
+    try:
+        if not container.streams.audio:
+            raise NoAudioStream(p, "the file has no audio")
+        stream: Any = container.streams.audio[0]
+        stream.thread_type = "AUTO"
+        out_rate = int(rate or stream.codec_context.sample_rate or 48000)
+        out_channels = int(channels or stream.codec_context.channels or 1)
+        seconds = _stream_seconds(container, stream)
+    except BaseException:
+        container.close()
+        raise
+    total = round(seconds * out_rate) if seconds else None
+    block = max(1, round(block_seconds * out_rate))
+
+    def blocks() -> Iterator[np.ndarray]:
+        resampler = _resampler(stream, out_rate, out_channels)
+        pending: list[np.ndarray] = []
+        have = sent = 0
+        try:
+            for frame in _frames_tolerant(p, container, stream):
+                outs = resampler.resample(frame) if frame is not None else resampler.resample(None)
+                for out in outs:
+                    chunk = _planar_to_samples(out, out_channels)
+                    pending.append(chunk)
+                    have += len(chunk)
+                if have >= block:
+                    data = np.concatenate(pending)
+                    if total is not None:
+                        data = data[: max(0, total - sent)]
+                    sent += len(data)
+                    pending, have = [], 0
+                    if len(data):
+                        yield data
+            if pending:
+                data = np.concatenate(pending)
+                if total is not None:
+                    data = data[: max(0, total - sent)]
+                if len(data):
+                    yield data
+        finally:
+            container.close()
+
+    return out_rate, blocks()
+
+
+def _frames_tolerant(p: Path, container: Any, stream: Any) -> Iterator[Any]:
+    """Decoded frames, then ``None`` (flush the resampler). A damaged tail ends the stream; a
+    file where nothing decodes raises :class:`CorruptMedia`."""
+    any_frame = False
+    try:
+        for frame in container.decode(stream):
+            any_frame = True
+            yield frame
+    except av.FFmpegError as exc:
+        if not any_frame:
+            raise CorruptMedia(p, f"its audio cannot be decoded ({exc})") from exc
+    yield None
+
+
+def _resampler(stream: Any, out_rate: int, out_channels: int) -> Any:
+    """Rate and sample-format conversion. Channels are converted by :func:`to_channels`, which
+    copies mono to both sides at full level (FFmpeg's upmix would lower it by 3 dB); surround
+    sources folded to mono/stereo use FFmpeg's downmix matrix (centre into both sides)."""
+    src_channels = int(stream.codec_context.channels or 1)
+    if src_channels > 2 and out_channels <= 2:
+        layout = "mono" if out_channels == 1 else "stereo"
+        return av.AudioResampler(format="flt", layout=layout, rate=out_rate)
+    return av.AudioResampler(format="flt", rate=out_rate)
+
+
 def _origin_seconds(container: Any, stream: Any) -> float:
     for s in (video_stream(container), stream):
         if s is not None and s.start_time is not None:
@@ -147,16 +242,7 @@ def _decode(
     origin: float,
 ) -> tuple[list[np.ndarray], float | None]:
     """Decode and resample from the current position; stop once ``start + wanted`` is covered."""
-    # The resampler changes only the rate and sample format; channels are converted by
-    # to_channels, which copies mono to both sides at full level (FFmpeg's upmix would lower
-    # it by 3 dB) and averages for downmixes.
-    # Surround sources folded to mono/stereo use FFmpeg's downmix matrix (centre into both sides).
-    src_channels = int(stream.codec_context.channels or 1)
-    if src_channels > 2 and out_channels <= 2:
-        layout = "mono" if out_channels == 1 else "stereo"
-        resampler = av.AudioResampler(format="flt", layout=layout, rate=out_rate)
-    else:
-        resampler = av.AudioResampler(format="flt", rate=out_rate)
+    resampler = _resampler(stream, out_rate, out_channels)
     chunks: list[np.ndarray] = []
     first_time: float | None = None
     have = 0

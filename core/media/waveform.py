@@ -18,12 +18,13 @@ import contextlib
 import hashlib
 import os
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from core.media.audio import load_audio
+from core.media.audio import iter_audio
 from core.media.writer import temp_path_for
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "FANOUT",
     "PeakPyramid",
     "build_peaks",
+    "build_peaks_from_blocks",
     "cache_dir_for_project",
     "load_or_build_peaks",
 ]
@@ -156,26 +158,44 @@ def build_peaks(samples: np.ndarray, rate: int, *, min_buckets: int = 64) -> Pea
 
     Levels are added until the coarsest has at most ``min_buckets`` buckets.
     """
-    data = np.asarray(samples)
-    if data.ndim == 1:
-        data = data[:, None]
-    data = np.ascontiguousarray(data, dtype=np.float32)
-    n, channels = data.shape
-    whole = n // BASE_BUCKET
-    # Row-major [n, c] reshaped to [buckets, BASE_BUCKET * c] puts one bucket (all channels) per row.
-    body = data[: whole * BASE_BUCKET].reshape(whole, BASE_BUCKET * channels)
-    mins0 = body.min(axis=1) if whole else np.zeros(0, np.float32)
-    maxs0 = body.max(axis=1) if whole else np.zeros(0, np.float32)
-    if n % BASE_BUCKET:
-        tail = data[whole * BASE_BUCKET :]
-        mins0 = np.append(mins0, tail.min())
-        maxs0 = np.append(maxs0, tail.max())
-    mins: list[np.ndarray] = [mins0.astype(np.float32)]
-    maxs: list[np.ndarray] = [maxs0.astype(np.float32)]
+    return build_peaks_from_blocks([samples], rate, min_buckets=min_buckets)
+
+
+def build_peaks_from_blocks(blocks: Iterable[np.ndarray], rate: int, *, min_buckets: int = 64) -> PeakPyramid:
+    """Build the pyramid from consecutive blocks of samples (any sizes, same channel count),
+    so a long file never has to be in memory at once."""
+    carry: np.ndarray | None = None
+    mins_parts: list[np.ndarray] = []
+    maxs_parts: list[np.ndarray] = []
+    length = 0
+    for block in blocks:
+        data = np.asarray(block)
+        if data.ndim == 1:
+            data = data[:, None]
+        data = np.ascontiguousarray(data, dtype=np.float32)
+        length += len(data)
+        if carry is not None and len(carry):
+            data = np.concatenate([carry, data])
+        whole = len(data) // BASE_BUCKET
+        if whole:
+            # Row-major [n, c] as [buckets, BASE_BUCKET * c]: one bucket (all channels) per row.
+            body = data[: whole * BASE_BUCKET].reshape(whole, BASE_BUCKET * data.shape[1])
+            mins_parts.append(body.min(axis=1))
+            maxs_parts.append(body.max(axis=1))
+        carry = data[whole * BASE_BUCKET :]
+    if carry is not None and len(carry):
+        mins_parts.append(np.array([carry.min()], np.float32))
+        maxs_parts.append(np.array([carry.max()], np.float32))
+    mins: list[np.ndarray] = [
+        np.concatenate(mins_parts).astype(np.float32) if mins_parts else np.zeros(0, np.float32)
+    ]
+    maxs: list[np.ndarray] = [
+        np.concatenate(maxs_parts).astype(np.float32) if maxs_parts else np.zeros(0, np.float32)
+    ]
     while len(mins[-1]) > min_buckets:
         mins.append(_fold(mins[-1], np.minimum))
         maxs.append(_fold(maxs[-1], np.maximum))
-    return PeakPyramid(rate=int(rate), length=int(n), mins=tuple(mins), maxs=tuple(maxs))
+    return PeakPyramid(rate=int(rate), length=int(length), mins=tuple(mins), maxs=tuple(maxs))
 
 
 def _fold(values: np.ndarray, op: np.ufunc) -> np.ndarray:
@@ -222,8 +242,8 @@ def load_or_build_peaks(
             cached = PeakPyramid.load(target)
             if cached is not None:
                 return cached
-    audio = load_audio(path)
-    pyramid = build_peaks(audio.samples, audio.rate)
+    rate, blocks = iter_audio(path)
+    pyramid = build_peaks_from_blocks(blocks, rate)
     if target is not None:
         with contextlib.suppress(OSError):
             pyramid.save(target)

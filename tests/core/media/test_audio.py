@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.media.audio import AudioMixer, load_audio, mix, resample, to_channels
+from core.media.audio import AudioMixer, iter_audio, load_audio, mix, resample, to_channels
 from core.media.errors import NoAudioStream
 from core.media.patterns import sine
 
@@ -109,3 +109,21 @@ def test_mixer_offsets_drop_what_falls_outside() -> None:
     mixer.add(np.ones(3, np.float32), offset=4)
     mixer.add(np.ones(3, np.float32), offset=2, gain=0.0)
     assert mixer.result()[:, 0].tolist() == [0.5, 0.5, 0.0, 0.0, 1.0]
+
+
+def test_iter_audio_blocks_add_up_to_load_audio(
+    numbered_clip: Path, noise_wav: tuple[Path, np.ndarray]
+) -> None:
+    for path in (numbered_clip, noise_wav[0]):
+        rate, blocks = iter_audio(path, rate=16000, block_seconds=0.1)
+        parts = list(blocks)
+        assert rate == 16000 and len(parts) > 5
+        whole = load_audio(path, rate=16000).samples
+        joined = np.concatenate(parts)
+        assert joined.shape == whole.shape
+        assert np.abs(joined - whole).max() < 1e-5
+
+
+def test_iter_audio_reports_file_problems_at_once(silent_clip: Path) -> None:
+    with pytest.raises(NoAudioStream):
+        iter_audio(silent_clip)

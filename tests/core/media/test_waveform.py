@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from core.media.waveform import (
     BASE_BUCKET,
     PeakPyramid,
     build_peaks,
+    build_peaks_from_blocks,
     cache_dir_for_project,
     load_or_build_peaks,
 )
@@ -113,3 +115,18 @@ def test_damaged_cache_file_is_rebuilt(tmp_path: Path) -> None:
     entry.write_bytes(b"not a zip")
     assert PeakPyramid.load(entry) is None
     assert load_or_build_peaks(media, tmp_path).length == RATE
+
+
+@settings(max_examples=25, deadline=None)
+@given(cuts=st.lists(st.integers(0, RATE * 30), max_size=8))
+def test_blocks_give_the_same_pyramid(signal: np.ndarray, cuts: list[int]) -> None:
+    whole = build_peaks(signal, RATE)
+    stereo = np.stack([signal, -signal], axis=1)
+    edges = [0, *sorted(cuts), len(signal)]
+    blocks = [signal[a:b] for a, b in itertools.pairwise(edges)]
+    pieces = build_peaks_from_blocks(blocks, RATE)
+    assert pieces.length == whole.length
+    for a, b in zip(whole.maxs + whole.mins, pieces.maxs + pieces.mins, strict=True):
+        assert np.array_equal(a, b)
+    both = build_peaks_from_blocks([stereo[a:b] for a, b in itertools.pairwise(edges)], RATE)
+    assert np.array_equal(both.maxs[0], np.maximum(whole.maxs[0], -whole.mins[0]))
