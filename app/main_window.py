@@ -101,6 +101,7 @@ class MainWindow(QMainWindow):
         self.export_worker: ExportWorker | None = None
         self.export_dialog: QProgressDialog | None = None
         self.last_export_error = ""
+        self._stuck_exports: list[ExportWorker] = []
         self.doc: _Document | None = None
         self.setWindowIcon(theme.icon("app"))
         self.setMinimumSize(QSize(960, 600))
@@ -597,7 +598,8 @@ class MainWindow(QMainWindow):
         dialog.setAutoClose(False)
         dialog.setAutoReset(False)
         dialog.setValue(0)
-        dialog.canceled.connect(worker.cancel)
+        # Not worker.cancel: the worker's thread is busy rendering, a queued slot would never run.
+        dialog.canceled.connect(worker.cancel_event.set)
         worker.progress_changed.connect(self._on_export_progress_changed)
         worker.finished.connect(self._on_export_finished)
         worker.failed.connect(self._on_export_failed)
@@ -616,8 +618,11 @@ class MainWindow(QMainWindow):
         worker, dialog = self.export_worker, self.export_dialog
         self.export_worker, self.export_dialog = None, None
         if worker is not None:
-            worker.wait()
-            worker.deleteLater()
+            if not worker.wait(10000):
+                # Never drop a running QThread (Qt aborts); keep it until it ends.
+                self._stuck_exports.append(worker)
+            else:
+                worker.deleteLater()
         if dialog is not None:
             dialog.close()
             dialog.deleteLater()
@@ -680,7 +685,7 @@ class MainWindow(QMainWindow):
         """Stop everything that runs in the background and remember the layout."""
         self._autosave_timer.stop()
         if self.export_worker is not None:
-            self.export_worker.cancel()
+            self.export_worker.cancel_event.set()
             self._end_export()
         with contextlib.suppress(RuntimeError):
             self.prefs.save_window_state(self.saveGeometry(), self.saveState(),

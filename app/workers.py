@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
+from PySide6.QtCore import QObject, QRunnable, Qt, QThread, QThreadPool, Signal, Slot
 
 
 # Pools and threads the editor created (weak: a closed window's pool disappears), for leak checks in tests.
@@ -157,8 +157,10 @@ class ExportWorker(QObject):
         self.thread = thread
         self.moveToThread(thread)
         thread.started.connect(self.run)
+        # quit() is thread-safe: call it directly from the worker thread as it finishes, so a main-thread
+        # slot that waits for the thread never waits for a queued quit behind itself.
         for signal in (self.finished, self.failed, self.cancelled):
-            signal.connect(thread.quit)
+            signal.connect(thread.quit, Qt.ConnectionType.DirectConnection)
         _LIVE_THREADS.add(thread)
         thread.start(QThread.Priority.LowPriority)
         return thread
