@@ -56,7 +56,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved(calls: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
+def interleaved(
+    calls: dict[str, Callable[[], object]], repeats: int, device: torch.device
+) -> dict[str, float]:
     """Median seconds per call of each callable, measured round-robin after two warm-up rounds."""
     samples: dict[str, list[float]] = {name: [] for name in calls}
     for round_index in range(repeats + 2):
@@ -94,9 +96,13 @@ def main() -> None:
     generator = torch.Generator().manual_seed(1)
     frames = 3 + 4  # generated latent frames + the four reference slots
     inputs = {
-        "hidden_states": torch.randn(1, 16, frames, args.height, args.width, generator=generator).to(device, dtype),
+        "hidden_states": torch.randn(1, 16, frames, args.height, args.width, generator=generator).to(
+            device, dtype
+        ),
         "timestep": torch.tensor([892], device=device),
-        "encoder_hidden_states": torch.randn(1, 512, config["text_dim"], generator=generator).to(device, dtype),
+        "encoder_hidden_states": torch.randn(1, 512, config["text_dim"], generator=generator).to(
+            device, dtype
+        ),
         "return_dict": False,
     }
     tokens = frames * (args.height // 2) * (args.width // 2)
@@ -110,12 +116,16 @@ def main() -> None:
 
     with torch.no_grad():
         same = torch.equal(ours(**inputs)[0], stock(**inputs)[0])
-    print(f"device {device} ({dtype}), {args.layers} layers, dim {kwargs['num_attention_heads'] * kwargs['attention_head_dim']}, "
-          f"{tokens} tokens, 512 text tokens, threads {torch.get_num_threads()}")
+    print(
+        f"device {device} ({dtype}), {args.layers} layers, dim {kwargs['num_attention_heads'] * kwargs['attention_head_dim']}, "
+        f"{tokens} tokens, 512 text tokens, threads {torch.get_num_threads()}"
+    )
     times = interleaved({"ours": forward(ours), "stock": forward(stock)}, args.repeats, device)
     ratio = times["ours"] / times["stock"]
-    print(f"R2V transformer forward: ours {times['ours'] * 1e3:8.2f} ms   stock diffusers {times['stock'] * 1e3:8.2f} ms   "
-          f"ratio {ratio:.3f} (target <= 1.05)   outputs identical: {same}")
+    print(
+        f"R2V transformer forward: ours {times['ours'] * 1e3:8.2f} ms   stock diffusers {times['stock'] * 1e3:8.2f} ms   "
+        f"ratio {ratio:.3f} (target <= 1.05)   outputs identical: {same}"
+    )
 
     chunked = copy.deepcopy(ours)
     memory.enable_chunked_ffn(chunked, max(1, tokens // 4))
@@ -124,8 +134,12 @@ def main() -> None:
     fp8 = copy.deepcopy(ours)
     memory.enable_fp8_storage(fp8, compute_dtype=dtype)
     policy_times = interleaved(
-        {"plain": forward(ours), "chunked_ffn": forward(chunked), "block_streaming": forward(streamed),
-         "fp8_storage": forward(fp8)},
+        {
+            "plain": forward(ours),
+            "chunked_ffn": forward(chunked),
+            "block_streaming": forward(streamed),
+            "fp8_storage": forward(fp8),
+        },
         args.repeats,
         device,
     )

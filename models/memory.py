@@ -47,7 +47,7 @@ LONG_SEQUENCE_TOKENS = 65_536
 DEFAULT_FFN_CHUNK_TOKENS = 16_384
 
 
-class Policy(str, enum.Enum):
+class Policy(enum.StrEnum):
     GPU_RESIDENT = "gpu_resident"
     PARK_IDLE = "park_idle"
     FP8_STORAGE = "fp8_storage"
@@ -76,12 +76,19 @@ class JobSize:
     forwards_per_step: int = 1  # 3 with dual guidance
 
     @classmethod
-    def r2v(cls, height: int, width: int, num_frames: int, *, guidance: bool = False, **sizes: Any) -> JobSize:
+    def r2v(
+        cls, height: int, width: int, num_frames: int, *, guidance: bool = False, **sizes: Any
+    ) -> JobSize:
         """The R2V job of ``num_frames`` pixel frames at ``height x width`` (4 reference slots added)."""
         latent_frames = (num_frames - 1) // 4 + 1
         tokens = (latent_frames + 4) * (height // 16) * (width // 16)
-        return cls(tokens=tokens, frame_height=height, frame_width=width,
-                   forwards_per_step=3 if guidance else 1, **sizes)
+        return cls(
+            tokens=tokens,
+            frame_height=height,
+            frame_width=width,
+            forwards_per_step=3 if guidance else 1,
+            **sizes,
+        )
 
     # Estimates in bytes (bfloat16 weights, float32 residual stream; conservative on purpose).
     def transformer_bytes(self, fp8: bool = False) -> int:
@@ -144,7 +151,9 @@ class MemoryPlan:
 
     def describe(self) -> str:
         names = ", ".join(policy.value for policy in self.policies)
-        return f"{names} (peak ≈ {self.estimated_peak_bytes / GIB:.1f} GiB on {self.device}); " + "; ".join(self.reasons)
+        return f"{names} (peak ≈ {self.estimated_peak_bytes / GIB:.1f} GiB on {self.device}); " + "; ".join(
+            self.reasons
+        )
 
 
 def torchao_available() -> bool:
@@ -194,7 +203,9 @@ def plan_memory(
     def text_fits(budget: int) -> bool:
         return job.text_encoder_bytes() + job.vae_bytes() <= budget
 
-    def peak(park: bool, fp8: bool, stream: bool, tiled: bool, ffn_chunk: int | None, text_on_cpu: bool = False) -> int:
+    def peak(
+        park: bool, fp8: bool, stream: bool, tiled: bool, ffn_chunk: int | None, text_on_cpu: bool = False
+    ) -> int:
         dit = job.transformer_bytes(fp8)
         if stream:  # two groups resident (the running one and the prefetched one) + the small rest
             dit = 2 * job.block_bytes(fp8) + dit // 100
@@ -208,9 +219,14 @@ def plan_memory(
 
     if free_bytes is None:
         reasons.append("device memory unknown (CPU): everything resident")
-        return MemoryPlan(device=device, compute_dtype=compute_dtype, park_idle=offload or low_vram,
-                          ffn_chunk_tokens=chunk, estimated_peak_bytes=peak(False, False, False, False, chunk),
-                          reasons=tuple(reasons))
+        return MemoryPlan(
+            device=device,
+            compute_dtype=compute_dtype,
+            park_idle=offload or low_vram,
+            ffn_chunk_tokens=chunk,
+            estimated_peak_bytes=peak(False, False, False, False, chunk),
+            reasons=tuple(reasons),
+        )
 
     budget = int(free_bytes * (1 - HEADROOM_FRACTION))
     candidates = [
@@ -276,7 +292,9 @@ class ChunkedFeedForwardHook(ModelHook):  # type: ignore[misc]
         super().__init__()
         self.chunk_tokens = chunk_tokens
 
-    def new_forward(self, module: nn.Module, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def new_forward(
+        self, module: nn.Module, hidden_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
         forward = self.fn_ref.original_forward
         if hidden_states.dim() != 3 or hidden_states.shape[1] <= self.chunk_tokens:
             return forward(hidden_states, *args, **kwargs)
@@ -405,7 +423,9 @@ def apply_transformer_policies(model: nn.Module, plan: MemoryPlan) -> nn.Module:
     if plan.fp8:
         enable_fp8_storage(model, plan.compute_dtype, plan.fp8)
     if plan.block_streaming:
-        enable_block_streaming(model, plan.device, blocks_per_group=plan.blocks_per_group, use_stream=plan.use_stream)
+        enable_block_streaming(
+            model, plan.device, blocks_per_group=plan.blocks_per_group, use_stream=plan.use_stream
+        )
     if plan.ffn_chunk_tokens:
         enable_chunked_ffn(model, plan.ffn_chunk_tokens)
     return model

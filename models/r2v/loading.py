@@ -74,7 +74,12 @@ def missing_files(root: str | Path) -> list[str]:
     if not root.is_dir():
         return ["(the folder itself)"]
     missing: list[str] = []
-    for name in ("model_index.json", "text_encoder/config.json", "transformer/config.json", "vae/config.json"):
+    for name in (
+        "model_index.json",
+        "text_encoder/config.json",
+        "transformer/config.json",
+        "vae/config.json",
+    ):
         if not (root / name).is_file():
             missing.append(name)
     tokenizer = root / "tokenizer"

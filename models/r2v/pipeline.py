@@ -50,7 +50,9 @@ FPS = 24
 MAX_SEQUENCE_LENGTH = 512
 FLOW_SHIFT = 5.0
 MAX_REFERENCES = REFERENCE_SLOTS
-MAX_DURATION_S = 30  # RoPE covers far more; beyond this a 14B run takes hours and the model is trained on ~5 s
+MAX_DURATION_S = (
+    30  # RoPE covers far more; beyond this a 14B run takes hours and the model is trained on ~5 s
+)
 MAX_STEPS = 100
 
 
@@ -142,7 +144,9 @@ def validate_request(request: R2VRequest) -> list[Image.Image]:
     """
     count = len(request.reference_images)
     if count == 0:
-        raise RequestInvalid("Add at least one reference image (up to 4): characters, objects or a background.")
+        raise RequestInvalid(
+            "Add at least one reference image (up to 4): characters, objects or a background."
+        )
     if count > MAX_REFERENCES:
         raise RequestInvalid(
             f"Reference-to-video takes at most {MAX_REFERENCES} reference images; this job has {count}. "
@@ -151,9 +155,13 @@ def validate_request(request: R2VRequest) -> list[Image.Image]:
     if not request.prompt or not request.prompt.strip():
         raise RequestInvalid("Write a prompt describing what happens in the video.")
     if request.resolution not in RESOLUTIONS:
-        raise RequestInvalid(f"Resolution must be one of {', '.join(RESOLUTIONS)}; got {request.resolution!r}.")
+        raise RequestInvalid(
+            f"Resolution must be one of {', '.join(RESOLUTIONS)}; got {request.resolution!r}."
+        )
     if request.aspect is not None and request.aspect not in ASPECTS:
-        raise RequestInvalid(f"Aspect must be one of {', '.join(ASPECTS)} (or automatic); got {request.aspect!r}.")
+        raise RequestInvalid(
+            f"Aspect must be one of {', '.join(ASPECTS)} (or automatic); got {request.aspect!r}."
+        )
     if not isinstance(request.duration_s, int) or not 1 <= request.duration_s <= MAX_DURATION_S:
         raise RequestInvalid(
             f"Duration must be a whole number of seconds from 1 to {MAX_DURATION_S}; got {request.duration_s!r}."
@@ -182,7 +190,9 @@ def load_reference_image(path: str, index: int = 0) -> Image.Image:
             image = ImageOps.exif_transpose(opened)
             image = image.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise RequestInvalid(f"{label} cannot be read as an image ({error}). Use a PNG, JPEG or WebP file.") from error
+        raise RequestInvalid(
+            f"{label} cannot be read as an image ({error}). Use a PNG, JPEG or WebP file."
+        ) from error
     if image.width < 2 or image.height < 2:
         raise RequestInvalid(f"{label} is only {image.width}x{image.height} pixels; use a real picture.")
     return image
@@ -223,7 +233,10 @@ def make_scheduler(flow_shift: float = FLOW_SHIFT) -> Any:
     from diffusers import UniPCMultistepScheduler
 
     return UniPCMultistepScheduler(
-        prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=flow_shift
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        num_train_timesteps=1000,
+        flow_shift=flow_shift,
     )
 
 
@@ -246,7 +259,9 @@ class NoiseSource:
                 raise ValueError(f"stored noise has {len(self.stored)} draws; draw {index} was requested")
             value = self.stored[index].to(torch.float32)
             if tuple(value.shape) != tuple(shape):
-                raise ValueError(f"stored noise draw {index} has shape {tuple(value.shape)}, need {tuple(shape)}")
+                raise ValueError(
+                    f"stored noise draw {index} has shape {tuple(value.shape)}, need {tuple(shape)}"
+                )
         else:
             value = torch.randn(tuple(shape), generator=self.generator, dtype=torch.float32)
         self.drawn.append(value)
@@ -358,7 +373,9 @@ class ReferenceToVideoPipeline:
         preset = request.preset
         guidance = request.guidance_scale if request.guidance_scale is not None else preset.guidance_scale
         guidance_img = (
-            request.guidance_scale_img if request.guidance_scale_img is not None else preset.guidance_scale_img
+            request.guidance_scale_img
+            if request.guidance_scale_img is not None
+            else preset.guidance_scale_img
         )
         steps = request.effective_steps
         scheduler = make_scheduler(preset.shift)
@@ -458,7 +475,9 @@ class ReferenceToVideoPipeline:
         refs = [letterbox(image, bucket.width, bucket.height) for image in images]
         if trace is not None:
             trace["refs.pixels"] = torch.from_numpy(np.stack([np.asarray(ref) for ref in refs]))
-        guidance = request.guidance_scale if request.guidance_scale is not None else request.preset.guidance_scale
+        guidance = (
+            request.guidance_scale if request.guidance_scale is not None else request.preset.guidance_scale
+        )
 
         ctx.status("encoding the prompt")
         text_encoder = self.components.text_encoder
@@ -486,7 +505,9 @@ class ReferenceToVideoPipeline:
         self.placement.activate(transformer)
         try:
             with torch.no_grad():
-                latents = self.denoise(latents, condition, prompt_embeds, negative_embeds, request, ctx, trace)
+                latents = self.denoise(
+                    latents, condition, prompt_embeds, negative_embeds, request, ctx, trace
+                )
         finally:
             self.placement.park(transformer)
         ctx.check_cancel()
@@ -498,18 +519,32 @@ class ReferenceToVideoPipeline:
             for index, draw in enumerate(noise.drawn):
                 trace[f"noise.{index}"] = draw.clone()
         ctx.piece_finished(0, 1, frames)
-        return R2VResult(frames=frames, fps=FPS, bucket=bucket, steps=request.effective_steps, seed=request.seed,
-                         trace=trace if trace is not None else {})
+        return R2VResult(
+            frames=frames,
+            fps=FPS,
+            bucket=bucket,
+            steps=request.effective_steps,
+            seed=request.seed,
+            trace=trace if trace is not None else {},
+        )
 
 
-def job_size(request: R2VRequest, images: list[Image.Image],
-             bucket_tables: Mapping[str, BucketTable] | None = None, **sizes: Any) -> Any:
+def job_size(
+    request: R2VRequest,
+    images: list[Image.Image],
+    bucket_tables: Mapping[str, BucketTable] | None = None,
+    **sizes: Any,
+) -> Any:
     """The :class:`models.memory.JobSize` of a validated request (full-size model unless ``sizes``)."""
     from models.memory import JobSize
 
     resolution = request.effective_resolution
-    bucket = select_bucket(resolution, image_size=images[0].size, aspect=request.aspect,
-                           table_override=(bucket_tables or {}).get(resolution))
+    bucket = select_bucket(
+        resolution,
+        image_size=images[0].size,
+        aspect=request.aspect,
+        table_override=(bucket_tables or {}).get(resolution),
+    )
     guidance = request.guidance_scale if request.guidance_scale is not None else request.preset.guidance_scale
     return JobSize.r2v(bucket.height, bucket.width, request.num_frames, guidance=guidance > 1.0, **sizes)
 
@@ -550,8 +585,9 @@ def load_pipeline(
         keep_on_cpu(components.text_encoder)
     apply_transformer_policies(components.transformer, plan)
     apply_vae_policies(components.vae, plan)
-    return ReferenceToVideoPipeline(components, device=device, placement=placement_for(plan),
-                                    bucket_tables=bucket_tables)
+    return ReferenceToVideoPipeline(
+        components, device=device, placement=placement_for(plan), bucket_tables=bucket_tables
+    )
 
 
 def _compute_dtype(module: torch.nn.Module) -> torch.dtype:
@@ -570,9 +606,7 @@ def _install_block_cancel_checks(transformer: torch.nn.Module, ctx: RunContext) 
     return [block.register_forward_pre_hook(lambda module, args: ctx.check_cancel()) for block in blocks]
 
 
-def stream_decode(
-    vae: Any, z: torch.Tensor, check_cancel: Callable[[], None] | None = None
-) -> Any:
+def stream_decode(vae: Any, z: torch.Tensor, check_cancel: Callable[[], None] | None = None) -> Any:
     """Decode ``z`` ``[1, 16, T, h, w]`` yielding clamped video pieces ``[1, 3, f, H, W]`` in order.
 
     Same arithmetic as ``AutoencoderKLWan._decode`` in diffusers 0.34 (one latent frame per decoder

@@ -67,10 +67,42 @@ TINY_VAE_CONFIG: dict[str, Any] = {
     "attn_scales": [],
     "temperal_downsample": [False, True, True],
     "dropout": 0.0,
-    "latents_mean": [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508, 0.4134, -0.0715,
-                     0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921],
-    "latents_std": [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743, 3.2687, 2.1526, 2.8652,
-                    1.5579, 1.6382, 1.1253, 2.8251, 1.916],
+    "latents_mean": [
+        -0.7571,
+        -0.7089,
+        -0.9113,
+        0.1075,
+        -0.1745,
+        0.9653,
+        -0.1517,
+        1.5508,
+        0.4134,
+        -0.0715,
+        0.5517,
+        -0.3632,
+        -0.1922,
+        -0.9497,
+        0.2503,
+        -0.2921,
+    ],
+    "latents_std": [
+        2.8184,
+        1.4541,
+        2.3275,
+        2.6558,
+        1.2196,
+        1.7708,
+        2.6052,
+        2.0743,
+        3.2687,
+        2.1526,
+        2.8652,
+        1.5579,
+        1.6382,
+        1.1253,
+        2.8251,
+        1.916,
+    ],
 }
 
 # Official keys, sizes divided by 20 (then the usual round-down to 16 applies; never below 16).
@@ -80,11 +112,60 @@ TINY_BUCKET_TABLES: dict[str, dict[str, tuple[int, int]]] = {
 }
 
 # Word pieces of the tiny unigram vocabulary (after the three special tokens and the letters).
-_WORDS = (
-    "a the and in of to on at with is are her his man woman person dog cat car street city walks runs "
-    "smiles looks camera stands sits holds blue red green white black coat hat light night day sun slowly "
-    "forward behind front while pass cars busy park room table window"
-).split()
+_WORDS = [
+    "a",
+    "the",
+    "and",
+    "in",
+    "of",
+    "to",
+    "on",
+    "at",
+    "with",
+    "is",
+    "are",
+    "her",
+    "his",
+    "man",
+    "woman",
+    "person",
+    "dog",
+    "cat",
+    "car",
+    "street",
+    "city",
+    "walks",
+    "runs",
+    "smiles",
+    "looks",
+    "camera",
+    "stands",
+    "sits",
+    "holds",
+    "blue",
+    "red",
+    "green",
+    "white",
+    "black",
+    "coat",
+    "hat",
+    "light",
+    "night",
+    "day",
+    "sun",
+    "slowly",
+    "forward",
+    "behind",
+    "front",
+    "while",
+    "pass",
+    "cars",
+    "busy",
+    "park",
+    "room",
+    "table",
+    "window",
+]
 
 MODEL_INDEX = {
     "_class_name": "WanPipeline",
@@ -116,10 +197,17 @@ def _save_tokenizer(folder: Path) -> int:
     model.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
     model.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     model.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    model.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
-                                                         special_tokens=[("</s>", 1)])
-    tokenizer = T5TokenizerFast(tokenizer_object=model, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-                                extra_ids=0, model_max_length=512)
+    model.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    tokenizer = T5TokenizerFast(
+        tokenizer_object=model,
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_ids=0,
+        model_max_length=512,
+    )
     tokenizer.save_pretrained(str(folder))
     return len(pieces)
 
@@ -148,17 +236,25 @@ def write_tiny_checkpoint(root: str | Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed + 1)
     transformer = build_transformer(TINY_TRANSFORMER_CONFIG)
-    _write_json(root / "transformer" / "config.json",
-                {"_class_name": "WanTransformer3DModel", "_diffusers_version": "0.34.0", **TINY_TRANSFORMER_CONFIG})
-    save_file({k: v.detach().to(torch.bfloat16).contiguous() for k, v in transformer.state_dict().items()},
-              str(root / "transformer" / "diffusion_pytorch_model.safetensors"))
+    _write_json(
+        root / "transformer" / "config.json",
+        {"_class_name": "WanTransformer3DModel", "_diffusers_version": "0.34.0", **TINY_TRANSFORMER_CONFIG},
+    )
+    save_file(
+        {k: v.detach().to(torch.bfloat16).contiguous() for k, v in transformer.state_dict().items()},
+        str(root / "transformer" / "diffusion_pytorch_model.safetensors"),
+    )
 
     torch.manual_seed(seed + 2)
     vae = AutoencoderKLWan(**TINY_VAE_CONFIG)
-    _write_json(root / "vae" / "config.json",
-                {"_class_name": "AutoencoderKLWan", "_diffusers_version": "0.34.0", **TINY_VAE_CONFIG})
-    save_file({k: v.detach().float().contiguous() for k, v in vae.state_dict().items()},
-              str(root / "vae" / "diffusion_pytorch_model.safetensors"))
+    _write_json(
+        root / "vae" / "config.json",
+        {"_class_name": "AutoencoderKLWan", "_diffusers_version": "0.34.0", **TINY_VAE_CONFIG},
+    )
+    save_file(
+        {k: v.detach().float().contiguous() for k, v in vae.state_dict().items()},
+        str(root / "vae" / "diffusion_pytorch_model.safetensors"),
+    )
 
     make_scheduler().save_config(str(root / "scheduler"))
     return root

@@ -16,7 +16,7 @@ Imports torch and diffusers; never PySide6 or ``app``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from diffusers import WanTransformer3DModel
@@ -45,7 +45,7 @@ FULL_SIZE_CONFIG: dict[str, Any] = {
 
 # The config fields the constructor understands (anything else in a config.json, such as
 # ``_class_name`` or ``_diffusers_version``, is bookkeeping).
-CONFIG_FIELDS = tuple(FULL_SIZE_CONFIG) + ("pos_embed_seq_len",)
+CONFIG_FIELDS = (*FULL_SIZE_CONFIG, "pos_embed_seq_len")
 
 
 class R2VTransformer3DModel(WanTransformer3DModel):
@@ -56,7 +56,7 @@ class R2VTransformer3DModel(WanTransformer3DModel):
     """
 
     # The official loader ignores these (an I2V-era key some exports carry); so do we.
-    _keys_to_ignore_on_load_unexpected = ["norm_added_q"]
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = ["norm_added_q"]
 
 
 def config_from_dict(config: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +72,9 @@ def config_from_dict(config: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def build_transformer(config: dict[str, Any], device: torch.device | str | None = None) -> R2VTransformer3DModel:
+def build_transformer(
+    config: dict[str, Any], device: torch.device | str | None = None
+) -> R2VTransformer3DModel:
     """A float32 model from ``config`` (random init; load weights afterwards)."""
     kwargs = config_from_dict(config)
     if device is not None and torch.device(device).type == "meta":

@@ -87,8 +87,14 @@ def test_fp8_storage_stays_close_and_stores_float8(model, inputs, plain) -> None
 
 def test_all_transformer_policies_together(model, inputs, plain) -> None:
     combined = copy.deepcopy(model)
-    plan = MemoryPlan(device="cpu", compute_dtype=torch.float32, park_idle=True, fp8="layerwise",
-                      block_streaming=True, ffn_chunk_tokens=10)
+    plan = MemoryPlan(
+        device="cpu",
+        compute_dtype=torch.float32,
+        park_idle=True,
+        fp8="layerwise",
+        block_streaming=True,
+        ffn_chunk_tokens=10,
+    )
     memory.apply_transformer_policies(combined, plan)
     assert _relative_error(_run(combined, inputs), plain) < FP8_RELATIVE_TOLERANCE
 
@@ -155,11 +161,24 @@ def test_job_size_counts_the_reference_slots() -> None:
         (24, R2V_480P_2S, (Policy.PARK_IDLE, Policy.FP8_STORAGE)),
         (24, R2V_720P_5S, (Policy.PARK_IDLE, Policy.FP8_STORAGE, Policy.BLOCK_STREAMING, Policy.CHUNKED_FFN)),
         # 12 GB cards: streamed blocks, and UMT5-XXL (~11 GB) runs on the CPU.
-        (12, R2V_480P_2S,
-         (Policy.PARK_IDLE, Policy.FP8_STORAGE, Policy.BLOCK_STREAMING, Policy.TEXT_ENCODER_ON_CPU)),
+        (
+            12,
+            R2V_480P_2S,
+            (Policy.PARK_IDLE, Policy.FP8_STORAGE, Policy.BLOCK_STREAMING, Policy.TEXT_ENCODER_ON_CPU),
+        ),
         # Too small for 720P / 5 s: the lightest plan, with a warning in its reasons.
-        (8, R2V_720P_5S, (Policy.PARK_IDLE, Policy.FP8_STORAGE, Policy.BLOCK_STREAMING, Policy.CHUNKED_FFN,
-                          Policy.TILED_VAE, Policy.TEXT_ENCODER_ON_CPU)),
+        (
+            8,
+            R2V_720P_5S,
+            (
+                Policy.PARK_IDLE,
+                Policy.FP8_STORAGE,
+                Policy.BLOCK_STREAMING,
+                Policy.CHUNKED_FFN,
+                Policy.TILED_VAE,
+                Policy.TEXT_ENCODER_ON_CPU,
+            ),
+        ),
     ],
 )
 def test_planner_decisions(free_gib: int, job: JobSize, expected: tuple[Policy, ...]) -> None:
@@ -173,7 +192,9 @@ def test_planner_decisions(free_gib: int, job: JobSize, expected: tuple[Policy, 
 
 def test_planner_honours_the_official_flags_and_unknown_memory() -> None:
     low = plan_memory(140 * GIB, R2V_480P_2S, low_vram=True, prefer_torchao=True)
-    assert {Policy.PARK_IDLE, Policy.FP8_STORAGE, Policy.BLOCK_STREAMING, Policy.TILED_VAE} <= set(low.policies)
+    assert {Policy.PARK_IDLE, Policy.FP8_STORAGE, Policy.BLOCK_STREAMING, Policy.TILED_VAE} <= set(
+        low.policies
+    )
     assert low.fp8 == "torchao"
     offload = plan_memory(140 * GIB, R2V_480P_2S, offload=True)
     assert offload.policies == (Policy.PARK_IDLE,)
@@ -188,11 +209,21 @@ def test_pipeline_runs_under_a_heavy_plan(tmp_path: Path) -> None:
     root = write_tiny_checkpoint(tmp_path / "tiny")
     image = tmp_path / "ref.png"
     Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(image)
-    request = R2VRequest(reference_images=(str(image),), prompt="a dog runs", duration_s=1, resolution="480P",
-                         steps=2)
-    plan = MemoryPlan(device="cpu", compute_dtype=torch.float32, park_idle=True, fp8="layerwise",
-                      block_streaming=True, ffn_chunk_tokens=4, tiled_vae=True)
-    heavy = load_pipeline(root, device="cpu", dtype=torch.float32, plan=plan, bucket_tables=TINY_BUCKET_TABLES)
+    request = R2VRequest(
+        reference_images=(str(image),), prompt="a dog runs", duration_s=1, resolution="480P", steps=2
+    )
+    plan = MemoryPlan(
+        device="cpu",
+        compute_dtype=torch.float32,
+        park_idle=True,
+        fp8="layerwise",
+        block_streaming=True,
+        ffn_chunk_tokens=4,
+        tiled_vae=True,
+    )
+    heavy = load_pipeline(
+        root, device="cpu", dtype=torch.float32, plan=plan, bucket_tables=TINY_BUCKET_TABLES
+    )
     plain = load_pipeline(root, device="cpu", dtype=torch.float32, bucket_tables=TINY_BUCKET_TABLES)
     heavy_frames = heavy.generate(request).frames
     plain_frames = plain.generate(request).frames

@@ -62,8 +62,13 @@ def refs(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
 
 def _request(refs: list[str], **changes: object) -> R2VRequest:
-    settings: dict[str, object] = {"reference_images": tuple(refs), "prompt": "a man walks", "duration_s": 1,
-                                   "resolution": "480P", "steps": 2}
+    settings: dict[str, object] = {
+        "reference_images": tuple(refs),
+        "prompt": "a man walks",
+        "duration_s": 1,
+        "resolution": "480P",
+        "steps": 2,
+    }
     settings.update(changes)
     return R2VRequest(**settings)  # type: ignore[arg-type]
 
@@ -84,7 +89,9 @@ def test_frame_count_fps_progress_and_previews(pipeline: ReferenceToVideoPipelin
     assert [e.num_frames for e in events if isinstance(e, PieceFinished)] == [25]
 
 
-def test_same_seed_same_video_other_seed_other_video(pipeline: ReferenceToVideoPipeline, refs: list[str]) -> None:
+def test_same_seed_same_video_other_seed_other_video(
+    pipeline: ReferenceToVideoPipeline, refs: list[str]
+) -> None:
     first = pipeline.generate(_request(refs[:2], seed=3)).frames
     again = pipeline.generate(_request(refs[:2], seed=3)).frames
     other = pipeline.generate(_request(refs[:2], seed=4)).frames
@@ -92,7 +99,9 @@ def test_same_seed_same_video_other_seed_other_video(pipeline: ReferenceToVideoP
     assert not np.array_equal(first, other)
 
 
-def test_stored_noise_reproduces_the_generator_draws(pipeline: ReferenceToVideoPipeline, refs: list[str]) -> None:
+def test_stored_noise_reproduces_the_generator_draws(
+    pipeline: ReferenceToVideoPipeline, refs: list[str]
+) -> None:
     trace: dict[str, torch.Tensor] = {}
     drawn = pipeline.generate(_request(refs[:2], seed=11), trace=trace)
     stored = [trace["noise.0"], trace["noise.1"], trace["noise.2"]]
@@ -114,8 +123,9 @@ class _CancelAfter:
             self.cancel.set()
 
 
-def test_cancel_after_a_step_skips_decode(pipeline: ReferenceToVideoPipeline, refs: list[str],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cancel_after_a_step_skips_decode(
+    pipeline: ReferenceToVideoPipeline, refs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     sink = _CancelAfter(Progress, 1)
     decoded = []
     monkeypatch.setattr(pipeline, "decode", lambda *args, **kwargs: decoded.append(1))
@@ -141,7 +151,9 @@ def test_cancel_lands_inside_a_step(pipeline: ReferenceToVideoPipeline, refs: li
     assert pipeline.generate(_request(refs[:1])).frames.shape[0] == 25
 
 
-def test_user_aspect_overrides_the_first_reference(pipeline: ReferenceToVideoPipeline, refs: list[str]) -> None:
+def test_user_aspect_overrides_the_first_reference(
+    pipeline: ReferenceToVideoPipeline, refs: list[str]
+) -> None:
     result = pipeline.generate(_request(refs[:1], aspect="9:16", duration_s=1))
     assert result.bucket.key == "1.78"
     assert result.frames.shape[1:3] == tiny_bucket_size("480P", "1.78")
@@ -200,10 +212,11 @@ def test_streaming_decode_equals_the_vae_decode(pipeline: ReferenceToVideoPipeli
         ({"steps": 0}, "Steps must be between"),
     ],
 )
-def test_bad_requests_are_refused_before_any_model_loads(refs: list[str], tmp_path: Path,
-                                                         changes: dict[str, object], message: str) -> None:
+def test_bad_requests_are_refused_before_any_model_loads(
+    refs: list[str], tmp_path: Path, changes: dict[str, object], message: str
+) -> None:
     if changes.get("reference_images") == "five":
-        changes["reference_images"] = tuple(refs) + (refs[0],)
+        changes["reference_images"] = (*refs, refs[0])
     if changes.get("reference_images") == "text":
         fake = tmp_path / "notes.png"
         fake.write_text("not an image")
@@ -217,9 +230,16 @@ def test_bad_requests_are_refused_before_any_model_loads(refs: list[str], tmp_pa
 
 
 def test_render_request_mapping(refs: list[str], tmp_path: Path) -> None:
-    base = RenderRequest(task=Task.REFERENCE_TO_VIDEO, prompt="p", output_path=str(tmp_path / "o.mp4"),
-                         work_dir=str(tmp_path), reference_images=tuple(refs[:2]), duration_s=3.0,
-                         aspect="16:9", quality=Quality.DRAFT)
+    base = RenderRequest(
+        task=Task.REFERENCE_TO_VIDEO,
+        prompt="p",
+        output_path=str(tmp_path / "o.mp4"),
+        work_dir=str(tmp_path),
+        reference_images=tuple(refs[:2]),
+        duration_s=3.0,
+        aspect="16:9",
+        quality=Quality.DRAFT,
+    )
     request = R2VRequest.from_render_request(base)
     assert (request.duration_s, request.num_frames, request.num_latent_frames) == (3, 73, 19)
     assert request.aspect == "16:9" and request.effective_steps == 4
@@ -228,8 +248,16 @@ def test_render_request_mapping(refs: list[str], tmp_path: Path) -> None:
 
 
 def test_first_reference_picks_the_official_bucket() -> None:
-    assert select_bucket("720P", image_size=(1920, 1080)).__dict__ == {"key": "0.56", "height": 720, "width": 1280}
-    assert select_bucket("480P", image_size=(1000, 1000)).__dict__ == {"key": "1.00", "height": 640, "width": 640}
+    assert select_bucket("720P", image_size=(1920, 1080)).__dict__ == {
+        "key": "0.56",
+        "height": 720,
+        "width": 1280,
+    }
+    assert select_bucket("480P", image_size=(1000, 1000)).__dict__ == {
+        "key": "1.00",
+        "height": 640,
+        "width": 640,
+    }
     assert select_bucket("540P", image_size=(300, 400)).key == "1.33"
 
 
@@ -239,8 +267,12 @@ def test_partial_folder_lists_exactly_the_missing_files(checkpoint: Path, tmp_pa
     (partial / "transformer" / "diffusion_pytorch_model.safetensors").unlink()
     (partial / "vae" / "config.json").unlink()
     shutil.rmtree(partial / "tokenizer")
-    expected = ["vae/config.json", "tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json",
-                "transformer/diffusion_pytorch_model.safetensors"]
+    expected = [
+        "vae/config.json",
+        "tokenizer/tokenizer.json",
+        "tokenizer/tokenizer_config.json",
+        "transformer/diffusion_pytorch_model.safetensors",
+    ]
     assert missing_files(partial) == expected
     with pytest.raises(ModelsMissing) as error:
         load_components(partial)

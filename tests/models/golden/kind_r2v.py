@@ -12,7 +12,9 @@ from models.r2v.transformer import build_transformer
 HOOKED = ("patch_embedding", "condition_embedder", "blocks.0", "blocks.1", "proj_out")
 
 
-def run(meta: dict[str, Any], weights: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def run(
+    meta: dict[str, Any], weights: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     model = build_transformer(meta["config"]).float().eval()
     model.load_state_dict({key: value.float() for key, value in weights.items()}, strict=True)
 
