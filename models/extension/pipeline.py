@@ -406,6 +406,7 @@ class ExtensionComponents:
     text_encoder: PromptEncoder
     new_scheduler: Callable[[], Scheduler]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    offload_text_encoder: bool = False  # keep T5 on the CPU between encodes (moved to ``device`` to encode)
 
 
 VAE_FILE = "Wan2.1_VAE.pth"
@@ -473,6 +474,9 @@ def load_components(
     dtype: torch.dtype = torch.bfloat16,
     text_dtype: torch.dtype | None = None,
     sizes: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    offload: bool = False,
+    low_vram: bool = False,
 ) -> ExtensionComponents:
     """Load one mode's models from a folder in the official layout (spec 4.1).
 
@@ -484,18 +488,32 @@ def load_components(
         text_dtype: T5 weight dtype (default: ``dtype``).
         sizes: constructor sizes the official code hard-codes (``{"wan_t5": ..., "wan_vae": ...}``),
             for tiny checkpoints; default: the full-size models.
+        offload: keep the text encoder on the CPU except while it encodes (official ``--offload``).
+        low_vram: ``offload`` plus float8 weight-only transformer blocks kept on the CPU and uploaded
+            one block at a time (official ``--low_vram``; changes the numbers by the quantisation).
 
     Raises:
         ModelsMissing: files are missing (all of them are named).
     """
+    from models.extension.transformer import quantize_blocks_float8
+
     check_checkpoint(folder, mode)
     root = Path(folder)
     device = torch.device(device)
     sizes = sizes or {}
-    transformer = load_transformer(root / mode.transformer_folder, device, dtype)
+    offload = offload or low_vram
+    cpu = torch.device("cpu")
+    transformer = load_transformer(root / mode.transformer_folder, cpu if low_vram else device, dtype)
+    if low_vram:
+        quantize_blocks_float8(transformer)
+        transformer.enable_block_offload(device, cpu)
     vae = _load_vae(root / VAE_FILE, device, sizes.get("wan_vae"))
-    text_encoder = _load_text_encoder(root, device, text_dtype or dtype, sizes.get("wan_t5"))
-    return ExtensionComponents(transformer, vae, text_encoder, _new_scheduler, device)
+    text_encoder = _load_text_encoder(
+        root, cpu if offload else device, text_dtype or dtype, sizes.get("wan_t5")
+    )
+    return ExtensionComponents(
+        transformer, vae, text_encoder, _new_scheduler, device, offload_text_encoder=offload
+    )
 
 
 def _load_vae(path: Path, device: torch.device, config: Mapping[str, Any] | None) -> VideoCodec:
@@ -580,14 +598,23 @@ class ExtensionPipeline:
         ctx = ctx or RunContext()
         noise = noise or seeded_noise(prepared.request.seed)
         self._decode_last = decode_last_piece
-        if prepared.request.mode is ExtensionMode.SINGLE_SHOT:
-            return self._single_shot(prepared, ctx, noise, trace)
-        return self._shot_switching(prepared, ctx, noise, trace)
+        with torch.no_grad():
+            if prepared.request.mode is ExtensionMode.SINGLE_SHOT:
+                return self._single_shot(prepared, ctx, noise, trace)
+            return self._shot_switching(prepared, ctx, noise, trace)
 
     # -- shared pieces ----------------------------------------------------------------------
 
     def _encode_text(self, prompt: str, trace: dict[str, torch.Tensor] | None) -> torch.Tensor:
-        context = self.components.text_encoder.encode([prompt])
+        encoder = self.components.text_encoder
+        if self.components.offload_text_encoder and hasattr(encoder, "to"):
+            encoder.to(self.components.device)
+            try:
+                context = encoder.encode([prompt])
+            finally:
+                encoder.to("cpu")
+        else:
+            context = encoder.encode([prompt])
         if trace is not None:
             trace["text.context"] = context.detach().float().cpu()
         return context.to(self.components.device)

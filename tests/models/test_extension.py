@@ -351,3 +351,16 @@ def test_bfloat16_weights_run_under_autocast_close_to_float32():
         half = model.to(torch.bfloat16)(*args)
     assert half.dtype == torch.float32
     assert (half - full).abs().max() < 0.05 * full.abs().max()
+
+
+def test_low_vram_loading_runs_float8_offloaded_blocks(checkpoint, media):
+    from models.extension.transformer import Float8WeightLinear
+
+    components = load_components(checkpoint, ExtensionMode.SHOT_SWITCHING, dtype=torch.float32, low_vram=True)
+    assert components.offload_text_encoder
+    assert any(isinstance(m, Float8WeightLinear) for m in components.transformer.modules())
+    trace: dict[str, torch.Tensor] = {}
+    request = _request(media, mode=ExtensionMode.SHOT_SWITCHING, duration=2)
+    ExtensionPipeline(components)(prepare_request(request), trace=trace, decode_last_piece=False)
+    assert trace["chunk0.latents_final"].shape == (16, 13, 2, 4)
+    assert torch.isfinite(trace["chunk0.latents_final"]).all()
