@@ -34,6 +34,22 @@ def _parser() -> argparse.ArgumentParser:
         "--end", type=int, default=None, help="timeline frame to stop before (default: the end)"
     )
     parser.add_argument("--crf", type=int, default=18, help="x264 quality, 0 (lossless) to 51 (default 18)")
+    parser.add_argument(
+        "--preset",
+        default="veryfast",
+        choices=[
+            "ultrafast",
+            "superfast",
+            "veryfast",
+            "faster",
+            "fast",
+            "medium",
+            "slow",
+            "slower",
+            "veryslow",
+        ],
+        help="x264 speed preset: slower presets make smaller files (default veryfast)",
+    )
     parser.add_argument("--no-audio", action="store_true", help="leave the sound out")
     parser.add_argument(
         "--allow-missing",
@@ -99,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             start=args.start,
             end=args.end,
             crf=args.crf,
+            preset=args.preset,
             audio=not args.no_audio,
             missing_ok=args.allow_missing,
         )

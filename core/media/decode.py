@@ -166,6 +166,7 @@ class VideoReader:
         self._live: Iterator[Any] | None = None
         self._live_pts: int | None = None
         self._target: int | None = None
+        self._closed = False
         self._container: Any = open_container(self.path)
         try:
             if video_stream(self._container) is None:
@@ -230,6 +231,8 @@ class VideoReader:
             IndexError: no such frame.
             CorruptMedia: the frame cannot be decoded.
         """
+        if self._closed:
+            raise ValueError(f"{self.path.name}: the video reader is closed")
         self._check_index(index)
         out_size = self._out_size(size)
         key = (index, out_size)
@@ -304,7 +307,9 @@ class VideoReader:
     # -- lifetime ---------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Release the file; later ``frame_at`` calls raise ``ValueError``. Safe to repeat."""
         with self._lock:
+            self._closed = True
             self._live = None
             self._container.close()
             self.cache.clear()

@@ -239,6 +239,7 @@ def export_timeline(
     start: int | None = None,
     end: int | None = None,
     crf: int = DEFAULT_CRF,
+    preset: str = "veryfast",
     size: tuple[int, int] | None = None,
     audio: bool = True,
     missing_ok: bool = False,
@@ -253,6 +254,7 @@ def export_timeline(
         cancel: when set, the export stops within a frame and raises :class:`RenderCancelled`.
         start, end: timeline frame range; ``None`` means the timeline's start / end.
         crf: x264 quality.
+        preset: x264 speed preset ("ultrafast" .. "veryslow"; slower is smaller at equal quality).
         size: output size; default the project size.
         audio: include the mixed sound (when the range has any).
         missing_ok: render black/silence for unreadable sources instead of failing.
@@ -286,6 +288,7 @@ def export_timeline(
             audio_rate=renderer.rate if with_audio else None,
             audio_channels=CHANNELS,
             crf=crf,
+            preset=preset,
         )
         try:
             # Sound goes in one-second blocks so memory stays flat on long timelines.

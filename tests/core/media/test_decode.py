@@ -107,6 +107,15 @@ def test_out_of_range(numbered_clip: Path) -> None:
         reader.frame_at(CLIP_FRAMES)
 
 
+def test_closed_reader_says_so(numbered_clip: Path) -> None:
+    reader = VideoReader(numbered_clip)
+    reader.frame_at(3)
+    reader.close()
+    reader.close()
+    with pytest.raises(ValueError, match="closed"):
+        reader.frame_at(3)
+
+
 def test_errors(sine_wav: Path, tmp_path: Path) -> None:
     with pytest.raises(NoVideoStream, match="no video"):
         VideoReader(sine_wav)

@@ -65,7 +65,19 @@ def test_exports(saved_project: Path, tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_range_and_no_audio(saved_project: Path, tmp_path: Path) -> None:
     out = tmp_path / "part.mp4"
-    assert main([str(saved_project), str(out), "--start", "2", "--end", "5", "--no-audio", "-q"]) == 0
+    args = [
+        str(saved_project),
+        str(out),
+        "--start",
+        "2",
+        "--end",
+        "5",
+        "--no-audio",
+        "-q",
+        "--preset",
+        "ultrafast",
+    ]
+    assert main(args) == 0
     info = probe(out)
     assert info.frame_count == 3 and not info.has_audio
 
