@@ -476,6 +476,8 @@ class VideoReader:
         non-reference frames that are shown before it (nothing depends on them, and at 720p
         this saves a third of the work of a seek)."""
         ctx = stream.codec_context
+        # Start from a known state: an abandoned earlier generator may not have reset it yet.
+        ctx.skip_frame = "DEFAULT"
         skipping = False
         try:
             for packet in container.demux(stream):
