@@ -269,7 +269,9 @@ def plan_memory(
         device=device,
         compute_dtype=compute_dtype,
         park_idle=park,
-        fp8=fp8_kind if fp8 else None,
+        # torchao's float8 tensors are not streamed by group offloading's parameter swaps; streamed
+        # blocks use diffusers' layerwise casting instead (same storage, per-layer upcast).
+        fp8=(fp8_kind if not stream else "layerwise") if fp8 else None,
         block_streaming=stream,
         blocks_per_group=1,
         use_stream=stream and on_cuda,
@@ -328,17 +330,23 @@ def disable_chunked_ffn(model: nn.Module) -> None:
             HookRegistry.check_if_exists_or_initialize(ffn).remove_hook(FFN_CHUNK_HOOK, recurse=False)
 
 
-def enable_fp8_storage(model: nn.Module, compute_dtype: torch.dtype, kind: str = "layerwise") -> None:
+def enable_fp8_storage(
+    model: nn.Module,
+    compute_dtype: torch.dtype,
+    kind: str = "layerwise",
+    device: torch.device | str | None = None,
+) -> None:
     """Store the transformer's big weights in float8_e4m3fn.
 
     ``layerwise``: diffusers layerwise casting (per-layer upcast to ``compute_dtype``; patch embedding,
     condition embedder, norms and the keep-in-float32 parts are skipped). ``torchao``: float8
-    weight-only quantisation of every ``nn.Linear`` (the official low-VRAM numerics; needs torchao).
+    weight-only quantisation of every ``nn.Linear`` (the official low-VRAM numerics; needs torchao),
+    done on ``device`` as the official code does (torchao's float8 kernels need the GPU).
     """
     if kind == "torchao":
         from torchao.quantization import float8_weight_only, quantize_
 
-        quantize_(model, float8_weight_only())
+        quantize_(model, float8_weight_only(), device=device)
         return
     if kind != "layerwise":
         raise ValueError(f"unknown fp8 kind {kind!r}")
@@ -421,7 +429,7 @@ def _pinned_in_place(module: nn.Module) -> bool:
 def apply_transformer_policies(model: nn.Module, plan: MemoryPlan) -> nn.Module:
     """Apply the plan's transformer policies in a compatible order (fp8, then streaming, then FFN)."""
     if plan.fp8:
-        enable_fp8_storage(model, plan.compute_dtype, plan.fp8)
+        enable_fp8_storage(model, plan.compute_dtype, plan.fp8, device=plan.device)
     if plan.block_streaming:
         enable_block_streaming(
             model, plan.device, blocks_per_group=plan.blocks_per_group, use_stream=plan.use_stream

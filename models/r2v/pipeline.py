@@ -584,6 +584,8 @@ def load_pipeline(
     if plan.text_encoder_on_cpu:
         keep_on_cpu(components.text_encoder)
     apply_transformer_policies(components.transformer, plan)
+    if plan.park_idle and plan.fp8 == "torchao":
+        components.transformer.to("cpu")  # torchao quantised on the device; park until the loop
     apply_vae_policies(components.vae, plan)
     return ReferenceToVideoPipeline(
         components, device=device, placement=placement_for(plan), bucket_tables=bucket_tables

@@ -195,7 +195,8 @@ def test_planner_honours_the_official_flags_and_unknown_memory() -> None:
     assert {Policy.PARK_IDLE, Policy.FP8_STORAGE, Policy.BLOCK_STREAMING, Policy.TILED_VAE} <= set(
         low.policies
     )
-    assert low.fp8 == "torchao"
+    assert low.fp8 == "layerwise"  # streamed blocks always use layerwise casting
+    assert plan_memory(40 * GIB, R2V_720P_5S, prefer_torchao=True).fp8 == "torchao"
     offload = plan_memory(140 * GIB, R2V_480P_2S, offload=True)
     assert offload.policies == (Policy.PARK_IDLE,)
     cpu = plan_memory(None, R2V_480P_2S, device="cpu")

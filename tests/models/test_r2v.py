@@ -291,3 +291,41 @@ def test_wrong_weights_name_the_bad_keys(checkpoint: Path, tmp_path: Path) -> No
     save_file(state, str(weights))
     with pytest.raises(ModelsMissing, match=r"blocks\.0\.ffn\.net\.2\.weight.*blocks\.0\.renamed\.weight"):
         load_components(broken, dtype=torch.float32)
+
+
+def test_bfloat16_load_keeps_the_same_float32_parts_as_diffusers(checkpoint: Path) -> None:
+    from diffusers import WanTransformer3DModel
+
+    from models.r2v.loading import load_transformer
+
+    ours = load_transformer(checkpoint / "transformer", dtype=torch.bfloat16)
+    stock = WanTransformer3DModel.from_pretrained(
+        checkpoint, subfolder="transformer", torch_dtype=torch.bfloat16
+    )
+    ours_dtypes = {key: value.dtype for key, value in ours.state_dict().items()}
+    assert ours_dtypes == {key: value.dtype for key, value in stock.state_dict().items()}
+    assert ours_dtypes["blocks.0.norm2.weight"] == torch.float32
+    assert ours_dtypes["blocks.0.attn1.to_q.weight"] == torch.bfloat16
+    for key, value in stock.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key
+
+
+def test_dual_guidance_combines_three_predictions(
+    pipeline: ReferenceToVideoPipeline, refs: list[str]
+) -> None:
+    transformer = pipeline.components.transformer
+    outputs: list[torch.Tensor] = []
+    handle = transformer.register_forward_hook(lambda module, args, output: outputs.append(output[0].clone()))
+    trace: dict[str, torch.Tensor] = {}
+    events: list[object] = []
+    try:
+        request = _request(refs[:2], guidance_scale=3.0, guidance_scale_img=2.0, negative_prompt="blurry")
+        pipeline.generate(request, RunContext(emit=events.append), trace=trace)
+    finally:
+        handle.remove()
+    assert len(outputs) == 3 * 2  # conditional, text-unconditional, fully unconditional per step
+    frames = trace["step0.model_output"].shape[2]
+    cond, uncond_text, uncond_all = (out[:, :, :frames] for out in outputs[:3])
+    expected = uncond_all + 2.0 * (uncond_text - uncond_all) + 3.0 * (cond - uncond_text)
+    torch.testing.assert_close(trace["step0.model_output"], expected)
+    assert [e.step for e in events if isinstance(e, Progress)] == [1, 2]
