@@ -49,7 +49,14 @@ from models.avatar.clip import CHECKPOINT_NAME as CLIP_FILE
 from models.avatar.clip import ClipConfig, ClipImageEncoder, load_clip_vision
 from models.avatar.clip import config_from_state_dict as clip_config_from_state_dict
 from models.avatar.color import match_colors, to_uint8
-from models.avatar.schedule import DEFAULT_SHIFT, DEFAULT_STEPS, avatar_timesteps, euler_step, noise_to
+from models.avatar.schedule import (
+    DEFAULT_SHIFT,
+    DEFAULT_STEPS,
+    NUM_TRAIN_TIMESTEPS,
+    avatar_timesteps,
+    euler_step,
+    noise_to,
+)
 from models.avatar.transformer import AvatarTransformer, AvatarTransformerConfig
 from models.avatar.wav2vec2 import FOLDER as WAV2VEC2_DIR
 from models.avatar.wav2vec2 import audio_embedding, load_wav2vec2
@@ -674,10 +681,11 @@ class TalkingAvatarPipeline:
                 prediction = self._predict(latent, t, context, null, clip_features, y, audio, request)
                 if trace is not None and i == 0:
                     trace[f"{tag}.step0.model_output"] = prediction.cpu().clone()
+                x0 = latent - prediction * (t / NUM_TRAIN_TIMESTEPS)  # clean estimate, for the preview
                 latent = euler_step(latent, prediction, t, t_next)
                 if spec.inject_motion:
                     inject(t_next, i + 1)
-                ctx.step(spec.index, total_passes, i + 1, steps, latent.detach())
+                ctx.step(spec.index, total_passes, i + 1, steps, x0)
         finally:
             for hook in hooks:
                 hook.remove()
