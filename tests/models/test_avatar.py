@@ -220,3 +220,37 @@ def test_partial_checkpoint_names_every_missing_file(tmp_path: Path) -> None:
         check_checkpoint(root)
     assert "Wan2.1_VAE.pth" in str(error.value)
     assert "chinese-wav2vec2-base/preprocessor_config.json" in str(error.value)
+
+
+def test_cancelled_render_leaves_no_file(pipeline: TalkingAvatarPipeline, media, tmp_path: Path) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    out = tmp_path / "never.mp4"
+    with pytest.raises(RenderCancelled):
+        render_to_file(pipeline, request(media), out, RunContext(cancel=cancel))
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_production_dtypes_and_guidance_variants(checkpoint: Path, media) -> None:
+    """bfloat16 DiT / T5 and float16 CLIP (the GPU settings), with text and audio guidance above 1."""
+    components = load_components(checkpoint, device="cpu", dtype=torch.bfloat16)
+    assert components.transformer.dtype == torch.bfloat16
+    assert components.clip.visual.patch_embedding.weight.dtype == torch.float16
+    pipe = TalkingAvatarPipeline(components, bucket_tables=SMALL)
+    for text, audio in ((1.0, 1.0), (2.0, 2.0), (2.0, 1.0), (1.0, 3.0)):
+        frames = collect(pipe, request(media, steps=1, text_guide_scale=text, audio_guide_scale=audio))
+        assert frames.shape == (25, 16, 16, 3)
+
+
+def test_audio_loading_resamples_and_mixes_down(tmp_path: Path) -> None:
+    from models.avatar.audio import load_audio
+
+    rate = 44100
+    t = np.arange(rate) / rate
+    left, right = 0.5 * np.sin(2 * np.pi * 300 * t), np.zeros_like(t)
+    path = write_wav(tmp_path / "stereo.wav", np.stack([left, right], axis=1), rate)
+    mono = load_audio(path)
+    assert mono.dtype == np.float32 and abs(len(mono) - RATE) <= 1
+    assert 0.2 < np.abs(mono[1000:-1000]).max() < 0.3  # channels averaged, not summed or dropped
+    region = load_audio(path, start_s=0.25, end_s=0.75)
+    assert len(region) == RATE // 2
