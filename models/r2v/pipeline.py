@@ -312,6 +312,7 @@ class ReferenceToVideoPipeline:
 
     # -- phases ---------------------------------------------------------------------------------
 
+    @torch.no_grad()
     def encode_prompt(self, prompts: list[str], trace: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """UMT5 states ``[B, 512, d]`` with rows past each prompt's token count set to zero."""
         tokenizer, encoder = self.components.tokenizer, self.components.text_encoder
@@ -336,6 +337,7 @@ class ReferenceToVideoPipeline:
             trace["text.prompt_embeds"] = states.detach().float().cpu()
         return states
 
+    @torch.no_grad()
     def encode_references(
         self, images: list[Image.Image], noise: NoiseSource, latent_hw: tuple[int, int]
     ) -> torch.Tensor:
@@ -358,6 +360,7 @@ class ReferenceToVideoPipeline:
             slots.append(torch.zeros(1, z_dim, 1, height, width))
         return torch.cat(slots, dim=2)
 
+    @torch.no_grad()
     def denoise(
         self,
         latents: torch.Tensor,
@@ -431,6 +434,7 @@ class ReferenceToVideoPipeline:
                 handle.remove()
         return latents.float()
 
+    @torch.no_grad()
     def decode(self, latents: torch.Tensor, ctx: RunContext) -> np.ndarray:
         """Streaming decode: uint8 frames ``[F, H, W, 3]``, one latent frame of VAE work at a time."""
         vae = self.components.vae
