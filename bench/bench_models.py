@@ -10,7 +10,8 @@
    storage (layerwise casting), relative to the plain model.
 
 Timings are interleaved (A, B, A, B, ...) and reported as medians, so load from other processes hits
-both sides alike. CPU figures on a shared machine are noisy; compare ratios, not absolute numbers.
+both sides alike. CPU figures on a shared machine are noisy; compare ratios, not absolute numbers, and
+use ``--threads 1`` when other processes load the cores (two threads fighting them cost 10x).
 """
 
 from __future__ import annotations
