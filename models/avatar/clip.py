@@ -207,12 +207,18 @@ class ClipImageEncoder:
 def load_clip_vision(
     state_dict: dict[str, torch.Tensor], config: ClipConfig | None = None, dtype: torch.dtype = torch.float16
 ) -> ClipImageEncoder:
-    """Strict load of the full CLIP state dict (raises on any missing or unexpected key), keeping only the
-    vision tower, cast to ``dtype`` (the official pipeline runs it in float16)."""
+    """Strict load of the full CLIP state dict, keeping only the vision tower, cast to ``dtype`` (the
+    official pipeline runs it in float16).
+
+    Raises:
+        StateDictMismatchError: any missing, unexpected or wrongly shaped key (all named).
+    """
     config = config or ClipConfig()
+    from models.wan.loading import load_strict
+
     with torch.device("meta"):
         model = WanClip(config)
-    model.load_state_dict(state_dict, strict=True, assign=True)
+    load_strict(model, state_dict, what="XLM-R CLIP")
     visual = model.visual.to(dtype).eval().requires_grad_(False)
     return ClipImageEncoder(visual, config.image_size)
 

@@ -431,7 +431,7 @@ def load_components(
     Raises:
         ModelsMissing: files are missing (all named).
     """
-    from models.wan.loading import load_safetensors_folder, load_state_dict_file
+    from models.wan.loading import load_safetensors_folder, load_state_dict_file, load_strict
     from models.wan.t5 import WanT5Encoder
     from models.wan.vae import WanVAE
 
@@ -444,7 +444,7 @@ def load_components(
     feature_extractor, audio_encoder = load_wav2vec2(root / WAV2VEC2_DIR)
     w2v_config = audio_encoder.config
     config_data = json.loads((root / "config.json").read_text())
-    state = load_safetensors_folder(root)
+    state = load_safetensors_folder(root, device=device)  # straight to the device: no host-RAM copy
     clip_width = int(state["img_emb.proj.0.weight"].shape[0])
     config = AvatarTransformerConfig.from_dict(
         config_data,
@@ -454,9 +454,9 @@ def load_components(
     )
     with torch.device("meta"):
         transformer = AvatarTransformer(config)
-    transformer.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    load_strict(transformer, state, device=device, dtype=dtype, what="talking-avatar transformer")
     del state
-    transformer = transformer.to(device).eval().requires_grad_(False)
+    transformer.requires_grad_(False)
 
     text_encoder = WanT5Encoder.from_pth(root / T5_FILE, root / T5_TOKENIZER_DIR, device=device, dtype=dtype)
     clip_state = load_state_dict_file(root / CLIP_FILE)

@@ -254,3 +254,28 @@ def test_audio_loading_resamples_and_mixes_down(tmp_path: Path) -> None:
     assert 0.2 < np.abs(mono[1000:-1000]).max() < 0.3  # channels averaged, not summed or dropped
     region = load_audio(path, start_s=0.25, end_s=0.75)
     assert len(region) == RATE // 2
+
+
+def test_clip_and_dit_load_strictly(checkpoint: Path) -> None:
+    from models.avatar.clip import config_from_state_dict as clip_config
+    from models.avatar.clip import load_clip_vision
+    from models.wan.loading import StateDictMismatchError, load_state_dict_file
+
+    clip_state = load_state_dict_file(checkpoint / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth")
+    text_only = {k: v for k, v in clip_state.items() if k != "textual.norm.weight"}
+    with pytest.raises(StateDictMismatchError, match=r"textual\.norm\.weight"):
+        load_clip_vision(text_only, clip_config(clip_state), dtype=torch.float32)
+    encoder = load_clip_vision(clip_state, clip_config(clip_state), dtype=torch.float32)
+    assert not hasattr(encoder, "textual")  # checked, then released
+
+    shard = next(checkpoint.glob("*.safetensors"))
+    from safetensors.torch import load_file, save_file
+
+    broken = checkpoint.parent / "broken_dit"
+    broken.mkdir()
+    for item in checkpoint.iterdir():
+        (broken / item.name).symlink_to(item)
+    (broken / shard.name).unlink()
+    save_file({**load_file(str(shard)), "blocks.0.extra.weight": torch.zeros(1)}, str(broken / shard.name))
+    with pytest.raises(StateDictMismatchError, match=r"blocks\.0\.extra\.weight"):
+        load_components(broken, device="cpu", dtype=torch.float32)
