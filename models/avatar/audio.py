@@ -30,8 +30,9 @@ class AudioError(ValueError):
     """The driving audio cannot be used; the message is written for the user."""
 
 
-def _decode(path: str) -> tuple[np.ndarray, int]:
-    """Whole first audio stream as float32 [channels, samples] at its own rate."""
+def _decode(path: str, stop_s: float | None = None) -> tuple[np.ndarray, int]:
+    """First audio stream as float32 [channels, samples] at its own rate, from the start to at least
+    ``stop_s`` seconds (everything when None)."""
     try:
         container = av.open(path)
     except (OSError, av.FFmpegError) as exc:
@@ -47,6 +48,8 @@ def _decode(path: str) -> tuple[np.ndarray, int]:
         chunks: list[np.ndarray] = []
         try:
             for frame in container.decode(stream):
+                if stop_s is not None and frame.time is not None and frame.time > stop_s + 1.0:
+                    break
                 for converted in resampler.resample(frame):
                     chunks.append(converted.to_ndarray())
             for converted in resampler.resample(None):
@@ -88,7 +91,7 @@ def load_audio(
     Raises:
         AudioError: unreadable file, no audio track.
     """
-    samples, rate = _decode(str(path))
+    samples, rate = _decode(str(path), end_s)
     mono = samples.mean(axis=0) if samples.shape[0] > 1 else samples[0]
     if rate != sample_rate:
         from scipy.signal import resample_poly

@@ -221,6 +221,15 @@ def validate_request(request: AvatarRequest) -> AvatarInputs:
         and request.audio_end_s <= request.audio_start_s
     ):
         raise RequestInvalid("The audio region ends before it starts; pick a region of at least 0.4 s.")
+    if (
+        request.audio_start_s is not None
+        and request.audio_end_s is not None
+        and request.audio_end_s - request.audio_start_s > avatar_audio.MAX_SECONDS
+    ):
+        raise RequestInvalid(
+            f"The audio region is {request.audio_end_s - request.audio_start_s:.1f} s long; the talking avatar "
+            f"accepts at most {avatar_audio.MAX_SECONDS:g} s. Pick a shorter region."
+        )
     portrait = load_portrait(request.portrait)
     speech = prepare_audio(request.audio, request.audio_start_s, request.audio_end_s)
     return AvatarInputs(portrait=portrait, speech=speech)
