@@ -184,6 +184,8 @@ def test_killed_render_resumes_with_identical_frames(
         ({"audio": "tiny"}, "at least 0.4 s"),
         ({"audio": "too_long"}, "at most 200 s"),
         ({"steps": 0}, "Steps"),
+        ({"audio_start_s": 10.0, "audio_end_s": 250.0}, "at most 200 s"),
+        ({"audio_start_s": 0.5, "audio_end_s": 0.5}, "ends before it starts"),
     ],
 )
 def test_bad_inputs_are_refused_before_loading(media, changes: dict[str, str], message: str) -> None:
