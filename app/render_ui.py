@@ -1,0 +1,245 @@
+"""Adds generation to an existing editor window: the render queue dock, the Generate menu, context-menu
+and keyboard hooks, and the timeline overlay that shows renders where their clips will land.
+
+One entry point, :func:`attach_render_ui`. It uses only the window's public surface (``doc`` with its
+``project``, ``undo``, ``timeline``, ``bin``, ``playback`` and ``queue``; ``menuBar``, ``addDockWidget``,
+``show_message``, ``pool``), so the editor's files need no change beyond the call in
+``app/application.py``. Main thread only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QDockWidget, QMenu
+
+from app.render_controller import RenderController
+from app.render_panel import RenderPanel, TimelineRenderOverlay
+from app.shot_dialog import ShotDialog
+from core.project import AssetKind, TrackKind
+
+SHORTCUTS = {
+    "shot": "Ctrl+G",
+    "extend": "Ctrl+Alt+E",
+    "cut": "Ctrl+Alt+C",
+    "avatar": "Ctrl+Alt+A",
+    "rerender": "Ctrl+R",
+    "queue": "Ctrl+Alt+R",
+}
+
+
+class RenderUi:
+    """The widgets and actions :func:`attach_render_ui` adds (kept on ``controller.ui``)."""
+
+    def __init__(self, window: Any, controller: RenderController, estimator: Callable[..., Any] | None) -> None:
+        self.window = window
+        self.controller = controller
+        self.estimator = estimator
+        self.dialog: ShotDialog | None = None
+        self.overlay: TimelineRenderOverlay | None = None
+        self._timeline: Any = None
+        self._queue: Any = None
+        self.panel = RenderPanel(controller)
+        self.dock = QDockWidget("Render Queue", window)
+        self.dock.setObjectName("renderQueueDock")
+        self.dock.setWidget(self.panel)
+        window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+        self.actions: dict[str, QAction] = {}
+        for key, text, slot in (
+            ("shot", "&Shot from References…", self.open_shot_dialog),
+            ("extend", "&Extend Clip…", self.open_extend_dialog),
+            ("cut", "&Cut to…", self.open_cut_dialog),
+            ("avatar", "&Avatar from Audio Region…", self.open_avatar_dialog),
+            ("rerender", "&Re-render (new seed)", self.rerender_selected),
+            ("preview", "Draft &Preview of Clip", self.preview_selected),
+            ("final", "&Final Render of Clip", self.final_selected),
+            ("queue", "Show Render &Queue", self.show_queue),
+        ):
+            action = QAction(text, window)
+            action.setObjectName(f"act_generate_{key}")
+            if key in SHORTCUTS:
+                action.setShortcut(QKeySequence(SHORTCUTS[key]))
+            action.triggered.connect(lambda checked=False, s=slot: self._guard(s))
+            window.addAction(action)  # shortcuts work whichever panel has focus
+            self.actions[key] = action
+        self.menu = QMenu("&Generate", window)
+        self.menu.setObjectName("generateMenu")
+        for key in ("shot", "extend", "cut", "avatar", None, "rerender", "preview", "final", None, "queue"):
+            self.menu.addSeparator() if key is None else self.menu.addAction(self.actions[key])
+        bar = window.menuBar()
+        before = next((a for a in bar.actions() if a.text().replace("&", "") == "Help"), None)
+        if before is not None:
+            bar.insertMenu(before, self.menu)
+        else:
+            bar.addMenu(self.menu)
+        controller.queue_replaced.connect(self._on_controller_queue_replaced)
+        controller.preview_changed.connect(self._on_render_changed)
+        self._bind(controller.queue)
+
+    # -- following the document ---------------------------------------------------------------------
+
+    def _on_controller_queue_replaced(self, queue: Any) -> None:
+        self._bind(queue)
+
+    def _bind(self, queue: Any) -> None:
+        if self._queue is not None:
+            for signal in (self._queue.job_added, self._queue.job_removed, self._queue.job_changed):
+                with contextlib.suppress(Exception):
+                    signal.disconnect(self._on_render_changed)
+        self._queue = queue
+        for signal in (queue.job_added, queue.job_removed, queue.job_changed):
+            signal.connect(self._on_render_changed)
+        timeline = self.window.doc.timeline
+        if timeline is not self._timeline:
+            self._timeline = timeline
+            self.overlay = TimelineRenderOverlay(timeline, self.controller)
+            timeline.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+            timeline.customContextMenuRequested.connect(self._on_timeline_context_menu)
+
+    def _on_render_changed(self, *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the overlay's timeline may be gone
+            if self.overlay is not None:
+                self.overlay.update()
+
+    # -- context ------------------------------------------------------------------------------------
+
+    def _guard(self, slot: Callable[[], Any]) -> None:
+        try:
+            slot()
+        except Exception as exc:
+            self.controller.message.emit(str(exc) or type(exc).__name__)
+
+    def selected_clip(self, kind: TrackKind | None = TrackKind.VIDEO) -> str:
+        doc = self.window.doc
+        project = doc.project
+        for clip_id in sorted(doc.timeline.selected):
+            if project.has_clip(clip_id) and (kind is None or project.track(project.clip(clip_id).track_id).kind is kind):
+                return clip_id
+        return ""
+
+    def audio_region(self) -> tuple[str, int, int] | None:
+        region = getattr(self.window.doc.timeline, "audio_region", None)
+        if region and self.window.doc.project.has_clip(region[0]):
+            return region
+        return None
+
+    def bin_images(self) -> list[str]:
+        doc = self.window.doc
+        ids = []
+        with contextlib.suppress(Exception):
+            ids = list(doc.bin.selected_asset_ids())
+        return [a for a in ids if doc.project.has_asset(a) and doc.project.asset(a).kind is AssetKind.IMAGE]
+
+    # -- commands -----------------------------------------------------------------------------------
+
+    def _open(self, dialog: ShotDialog) -> ShotDialog:
+        if self.dialog is not None:
+            with contextlib.suppress(RuntimeError):
+                self.dialog.close()
+        self.dialog = dialog
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(self._on_dialog_accepted)
+        dialog.open()
+        return dialog
+
+    def _on_dialog_accepted(self) -> None:
+        self.dock.show()
+
+    def open_shot_dialog(self) -> ShotDialog:
+        refs = self.bin_images()[:4]
+        return self._open(ShotDialog(self.controller, "shot", estimator=self.estimator, reference_ids=refs,
+                                     parent=self.window))
+
+    def open_extend_dialog(self, clip_id: str = "") -> ShotDialog:
+        clip_id = clip_id or self.selected_clip()
+        if not clip_id:
+            raise ValueError("Select the video clip to extend on the timeline first.")
+        return self._open(ShotDialog(self.controller, "extend", clip_id=clip_id, estimator=self.estimator,
+                                     parent=self.window))
+
+    def open_cut_dialog(self, clip_id: str = "") -> ShotDialog:
+        clip_id = clip_id or self.selected_clip()
+        if not clip_id:
+            raise ValueError("Select the video clip to cut from on the timeline first.")
+        return self._open(ShotDialog(self.controller, "cut", clip_id=clip_id, estimator=self.estimator,
+                                     parent=self.window))
+
+    def open_avatar_dialog(self) -> ShotDialog:
+        region = self.audio_region()
+        if region is None:
+            raise ValueError("Drag across the waveform of an audio clip to choose the voice first.")
+        images = self.bin_images()
+        return self._open(ShotDialog(self.controller, "avatar", clip_id=region[0], region=(region[1], region[2]),
+                                     estimator=self.estimator, portrait_id=images[0] if images else None,
+                                     parent=self.window))
+
+    def _selected_generated(self) -> str:
+        clip_id = self.selected_clip()
+        if not clip_id:
+            raise ValueError("Select a generated clip on the timeline first.")
+        return clip_id
+
+    def rerender_selected(self) -> Any:
+        return self.controller.rerender(self._selected_generated())
+
+    def preview_selected(self) -> Any:
+        return self.controller.request_preview(self._selected_generated())
+
+    def final_selected(self) -> Any:
+        return self.controller.request_final(self._selected_generated())
+
+    def show_queue(self) -> None:
+        self.dock.show()
+        self.dock.raise_()
+        self.panel.view.setFocus()
+
+    def context_menu_for(self, pos: QPoint) -> QMenu:
+        """The timeline's context menu at ``pos`` (the clip under the mouse becomes the selection)."""
+        timeline = self.window.doc.timeline
+        clip = timeline.clip_at(pos)
+        if clip is not None and clip.clip_id not in timeline.selected:
+            timeline.set_selection({clip.clip_id})
+        menu = QMenu(timeline)
+        menu.setObjectName("timelineGenerateMenu")
+        project = self.window.doc.project
+        is_video = clip is not None and project.track(clip.track_id).kind is TrackKind.VIDEO
+        for key in ("extend", "cut", "rerender", "preview", "final"):
+            action = menu.addAction(self.actions[key].text(), self.actions[key].trigger)
+            action.setObjectName(f"ctx_{key}")
+            generated = clip is not None and clip.recipe is not None
+            action.setEnabled(is_video and (generated or key in ("extend", "cut")))
+        menu.addSeparator()
+        avatar = menu.addAction(self.actions["avatar"].text(), self.actions["avatar"].trigger)
+        avatar.setObjectName("ctx_avatar")
+        avatar.setEnabled(self.audio_region() is not None)
+        shot = menu.addAction(self.actions["shot"].text(), self.actions["shot"].trigger)
+        shot.setObjectName("ctx_shot")
+        return menu
+
+    def _on_timeline_context_menu(self, pos: QPoint) -> None:
+        timeline = self.window.doc.timeline
+        menu = self.context_menu_for(pos)
+        menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        menu.popup(timeline.mapToGlobal(pos))
+
+
+def attach_render_ui(window: Any, backend_factory: Callable[[], Any], estimator: Callable[..., Any] | None = None
+                     ) -> RenderController:
+    """Add the render queue dock, the Generate menu and the authoring hooks to ``window``.
+
+    Args:
+        window: an :class:`app.main_window.MainWindow`.
+        backend_factory: builds the ``InferenceBackend``; called once on the GPU worker thread (so torch is
+            imported there, lazily), e.g. ``lambda: LocalBackend()`` with the import inside the lambda.
+        estimator: ``estimator(request) -> app.shot_dialog.Estimate`` for the pre-flight estimate.
+
+    Returns:
+        The :class:`RenderController` (its ``ui`` attribute holds the dock, panel, menu and actions).
+    """
+    controller = RenderController(window, backend_factory, estimator)
+    controller.ui = RenderUi(window, controller, estimator)  # type: ignore[attr-defined]
+    return controller

@@ -1,0 +1,208 @@
+"""The one long-lived GPU worker: runs render jobs one at a time on its own ``QThread``.
+
+Owns :class:`RenderWorker`. The GPU is a serial resource and the pipelines should stay resident, so there
+is exactly one worker per window; its backend is created on the worker thread on first use (torch loads
+there, never on the GUI thread) and kept between jobs.
+
+Flow: the main thread calls :meth:`RenderWorker.run_job` with a frozen ``RenderRequest`` and the job's
+cancel token; the call is delivered to the worker thread as a queued signal. The worker calls
+``backend.validate`` then ``backend.render(request, emit, cancel)``; ``emit`` runs on the worker thread and
+re-emits each event as a Qt signal (queued to the main thread). Progress is throttled (at most one per
+``PROGRESS_INTERVAL_S`` unless a piece ends); latent previews are converted to ``QImage`` on the worker
+thread and coalesced: only the newest waits for the main thread, so a slow GUI never builds a backlog.
+
+Errors become messages for the user: :class:`core.generation.RequestInvalid`, ``ModelsMissing`` and
+``OutOfMemory`` carry their own words; anything else is prefixed with "The render failed". A
+``RenderCancelled`` (or any error after the token was set) is reported as :attr:`job_stopped`.
+
+Threading: construct and call on the main thread; :meth:`_run` runs on the worker thread. The worker
+never touches widgets or the project.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtGui import QImage
+
+from core.generation import (
+    ModelsMissing,
+    OutOfMemory,
+    PieceFinished,
+    Preview,
+    Progress,
+    RenderCancelled,
+    RenderEvent,
+    RenderRequest,
+    RequestInvalid,
+)
+
+PROGRESS_INTERVAL_S = 0.05
+"""Progress events closer together than this are dropped (except a piece's last step)."""
+
+_LIVE: weakref.WeakSet[QThread] = weakref.WeakSet()
+
+
+def live_render_threads() -> list[QThread]:
+    """Render worker threads still running (tests fail when one is left behind)."""
+    out = []
+    for thread in list(_LIVE):
+        try:
+            if thread.isRunning():
+                out.append(thread)
+        except RuntimeError:  # the C++ object is gone
+            continue
+    return out
+
+
+def preview_to_qimage(preview: Preview) -> QImage:
+    """A detached ``QImage`` of a latent preview (safe to build off the GUI thread)."""
+    image = QImage(preview.rgb, preview.width, preview.height, preview.width * 3, QImage.Format.Format_RGB888)
+    return image.copy()  # own the pixels: ``preview.rgb`` may go away
+
+
+def user_message(error: BaseException) -> str:
+    """What to tell the user about a failed render."""
+    text = str(error).strip()
+    if isinstance(error, RequestInvalid | ModelsMissing | OutOfMemory):
+        return text or type(error).__name__
+    if isinstance(error, MemoryError):
+        return ("The computer ran out of memory for this render. Try the draft preset, a lower resolution "
+                "or a shorter duration.")
+    return f"The render failed: {text or type(error).__name__}"
+
+
+class RenderWorker(QObject):
+    """Runs one job at a time on its thread. See the module docstring for the contract.
+
+    Args:
+        backend_factory: builds the ``InferenceBackend``; called once, on the worker thread.
+
+    Signals (queued to the main thread):
+        job_event(str job_id, object event): a Progress, PieceFinished or StatusMessage.
+        preview_ready(str job_id, int piece, int step, QImage image, float emitted_at): the newest
+            latent preview (``emitted_at`` is ``time.perf_counter()`` on the worker, for latency checks).
+        job_finished(str job_id, object result): the backend returned a ``RenderResult``.
+        job_failed(str job_id, str message): the job failed; ``message`` is for the user.
+        job_stopped(str job_id): the job stopped because its cancel token was set.
+    """
+
+    job_event = Signal(str, object)
+    preview_ready = Signal(str, int, int, QImage, float)
+    job_finished = Signal(str, object)
+    job_failed = Signal(str, str)
+    job_stopped = Signal(str)
+    _run_requested = Signal(str, object, object)
+
+    def __init__(self, backend_factory: Callable[[], Any]) -> None:
+        super().__init__()
+        self._factory = backend_factory
+        self._backend: Any = None
+        self._busy = threading.Event()
+        self._thread: QThread | None = None
+        self._last_progress = 0.0
+        self._preview_lock = threading.Lock()
+        self._preview_pending = False
+        self.backend_created = 0  # how many times the factory ran (stays 1: the backend is kept)
+
+    # -- main thread -----------------------------------------------------------------------------
+
+    def start_thread(self) -> QThread:
+        thread = QThread()
+        thread.setObjectName("render-worker")
+        self._thread = thread
+        self.moveToThread(thread)
+        self._run_requested.connect(self._run, Qt.ConnectionType.QueuedConnection)
+        _LIVE.add(thread)
+        thread.start(QThread.Priority.LowPriority)
+        return thread
+
+    @property
+    def busy(self) -> bool:
+        """True from :meth:`run_job` until the job's outcome signal was emitted."""
+        return self._busy.is_set()
+
+    def run_job(self, job_id: str, request: RenderRequest, cancel: threading.Event) -> None:
+        """Run a job on the worker thread (returns at once). One job at a time."""
+        if self._thread is None:
+            self.start_thread()
+        if self._busy.is_set():
+            raise RuntimeError("The render worker is already running a job.")
+        self._busy.set()
+        self._run_requested.emit(job_id, request, cancel)
+
+    def preview_taken(self) -> None:
+        """The main thread consumed the pending preview: the next one may be sent."""
+        with self._preview_lock:
+            self._preview_pending = False
+
+    def stop(self, timeout_ms: int = 10000) -> bool:
+        """Quit the thread after the current job (cancel it first). True when the thread ended."""
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.quit()
+        done = thread.wait(timeout_ms)
+        if done:
+            self._thread = None
+        return done
+
+    # -- worker thread ---------------------------------------------------------------------------
+
+    @Slot(str, object, object)
+    def _run(self, job_id: str, request: RenderRequest, cancel: threading.Event) -> None:
+        self._last_progress = 0.0
+        try:
+            if cancel.is_set():
+                raise RenderCancelled("cancelled before it started")
+            if self._backend is None:
+                self._backend = self._factory()
+                self.backend_created += 1
+            backend = self._backend
+            validate = getattr(backend, "validate", None)
+            if validate is not None:
+                validate(request)
+            result = backend.render(request, lambda event: self._emit(job_id, event), cancel)
+        except RenderCancelled:
+            self._done(lambda: self.job_stopped.emit(job_id))
+        except BaseException as error:  # every failure reaches the user as words, never a crash
+            if cancel.is_set() and not isinstance(error, RequestInvalid):
+                self._done(lambda: self.job_stopped.emit(job_id))
+            else:
+                error.__traceback_text__ = traceback.format_exc()  # type: ignore[attr-defined]
+                message = user_message(error)
+                self._done(lambda: self.job_failed.emit(job_id, message))
+        else:
+            if cancel.is_set():
+                # The backend finished although asked to stop: the work is done, keep it.
+                pass
+            self._done(lambda: self.job_finished.emit(job_id, result))
+
+    def _done(self, emit: Callable[[], None]) -> None:
+        self._busy.clear()
+        emit()
+
+    def _emit(self, job_id: str, event: RenderEvent) -> None:
+        """The backend's ``emit``: runs on the worker thread."""
+        if isinstance(event, Preview):
+            with self._preview_lock:
+                if self._preview_pending:
+                    return  # the GUI has not drawn the previous one yet: drop this one
+                self._preview_pending = True
+            self.preview_ready.emit(job_id, event.piece, event.step, preview_to_qimage(event), time.perf_counter())
+            return
+        if isinstance(event, Progress):
+            now = time.monotonic()
+            last_of_piece = event.step >= event.total_steps
+            if not last_of_piece and event.step > 1 and now - self._last_progress < PROGRESS_INTERVAL_S:
+                return
+            self._last_progress = now
+        elif isinstance(event, PieceFinished):
+            self._last_progress = 0.0
+        self.job_event.emit(job_id, event)
