@@ -13,11 +13,6 @@ def run(
     meta: dict[str, Any], weights: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     assert not weights, "a scheduler case carries no weights"
-    # Scheduler sidecars flag their primary outputs per output ("primary": true) instead of listing
-    # them under "primary_outputs", which the harness reads after this returns: state the list here.
-    meta.setdefault(
-        "primary_outputs", [name for name, spec in meta["outputs"].items() if spec.get("primary")]
-    )
     flow_shift = float(meta["config"]["scheduler_config"]["flow_shift"])
     results: dict[str, torch.Tensor] = {}
     for steps in meta["config"]["steps"]:
