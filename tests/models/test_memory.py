@@ -233,3 +233,35 @@ def test_pipeline_runs_under_a_heavy_plan(tmp_path: Path) -> None:
     assert np.abs(heavy_frames.astype(int) - plain_frames.astype(int)).mean() < 8
     moved = [name for name, _ in heavy.placement.moves]
     assert "UMT5EncoderModel" in moved and "R2VTransformer3DModel" not in moved  # streamed, not moved
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_block_streaming_with_prefetch_stream_is_exact(model, inputs) -> None:
+    device = torch.device("cuda")
+    resident = copy.deepcopy(model).to(device)
+    cuda_inputs = {key: value.to(device) for key, value in inputs.items()}
+    expected = _run(resident, cuda_inputs)
+    streamed = copy.deepcopy(model)  # stays on the CPU; blocks visit the GPU per forward
+    memory.enable_block_streaming(streamed, device, use_stream=True)
+    assert streamed.blocks[0].ffn.net[2].weight.device.type == "cpu"
+    torch.testing.assert_close(_run(streamed, cuda_inputs), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_fp8_storage_in_bfloat16(model, inputs) -> None:
+    device = torch.device("cuda")
+    plain_bf16 = copy.deepcopy(model).to(device, torch.bfloat16)
+    cuda_inputs = {
+        key: value.to(device) if key == "timestep" else value.to(device, torch.bfloat16)
+        for key, value in inputs.items()
+    }
+    expected = _run(plain_bf16, cuda_inputs).float()
+    fp8 = copy.deepcopy(plain_bf16)
+    memory.enable_fp8_storage(fp8, compute_dtype=torch.bfloat16)
+    assert fp8.blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn
+    assert _relative_error(_run(fp8, cuda_inputs).float(), expected) < FP8_RELATIVE_TOLERANCE
