@@ -32,10 +32,10 @@ from __future__ import annotations
 import html
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,6 +45,12 @@ from core.generation import Quality, RenderRequest, RequestInvalid, Task
 from models.pipeline_base import RunContext
 from models.r2v.buckets import ASPECTS, RESOLUTIONS, Bucket, BucketTable, select_bucket
 from models.r2v.transformer import REFERENCE_SLOTS
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
+
+    from models.memory import JobSize, MemoryPlan, Placement
+    from models.r2v.loading import R2VComponents
 
 FPS = 24
 MAX_SEQUENCE_LENGTH = 512
@@ -228,7 +234,7 @@ def clean_prompt(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def make_scheduler(flow_shift: float = FLOW_SHIFT) -> Any:
+def make_scheduler(flow_shift: float = FLOW_SHIFT) -> UniPCMultistepScheduler:
     """diffusers UniPC exactly as the official R2V wrapper configures it."""
     from diffusers import UniPCMultistepScheduler
 
@@ -299,10 +305,10 @@ class ReferenceToVideoPipeline:
 
     def __init__(
         self,
-        components: Any,
+        components: R2VComponents,
         *,
         device: torch.device | str = "cpu",
-        placement: Any | None = None,
+        placement: Placement | _Placement | None = None,
         bucket_tables: Mapping[str, BucketTable] | None = None,
     ) -> None:
         self.components = components
@@ -538,7 +544,7 @@ def job_size(
     images: list[Image.Image],
     bucket_tables: Mapping[str, BucketTable] | None = None,
     **sizes: Any,
-) -> Any:
+) -> JobSize:
     """The :class:`models.memory.JobSize` of a validated request (full-size model unless ``sizes``)."""
     from models.memory import JobSize
 
@@ -558,7 +564,7 @@ def load_pipeline(
     *,
     device: torch.device | str,
     dtype: torch.dtype = torch.bfloat16,
-    plan: Any | None = None,
+    plan: MemoryPlan | None = None,
     bucket_tables: Mapping[str, BucketTable] | None = None,
 ) -> ReferenceToVideoPipeline:
     """Load the R2V folder and carry out a :class:`models.memory.MemoryPlan` (default: all resident).
@@ -604,7 +610,9 @@ def _compute_dtype(module: torch.nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
 
 
-def _install_block_cancel_checks(transformer: torch.nn.Module, ctx: RunContext) -> list[Any]:
+def _install_block_cancel_checks(
+    transformer: torch.nn.Module, ctx: RunContext
+) -> list[torch.utils.hooks.RemovableHandle]:
     """Poll cancel before every transformer block, so a cancel lands within a (long) step."""
     blocks = getattr(transformer, "blocks", None)
     if blocks is None:
@@ -612,7 +620,9 @@ def _install_block_cancel_checks(transformer: torch.nn.Module, ctx: RunContext) 
     return [block.register_forward_pre_hook(lambda module, args: ctx.check_cancel()) for block in blocks]
 
 
-def stream_decode(vae: Any, z: torch.Tensor, check_cancel: Callable[[], None] | None = None) -> Any:
+def stream_decode(
+    vae: AutoencoderKLWan, z: torch.Tensor, check_cancel: Callable[[], None] | None = None
+) -> Iterator[torch.Tensor]:
     """Decode ``z`` ``[1, 16, T, h, w]`` yielding clamped video pieces ``[1, 3, f, H, W]`` in order.
 
     Same arithmetic as ``AutoencoderKLWan._decode`` in diffusers 0.34 (one latent frame per decoder
