@@ -21,7 +21,8 @@ Official behaviour kept on purpose:
 Presets (``core.generation.Quality``):
 
 * ``FINAL``: the official defaults: 8 steps, shift 5.0, guidance 1.0, the requested resolution.
-* ``DRAFT``: 4 steps at 480P (the smallest bucket table), same shift and guidance; about 4-6x faster.
+* ``DRAFT``: 4 steps at 480P (the smallest bucket table), same shift and guidance: half the
+  forwards, and a 720P request renders ~2.7x fewer tokens per frame.
   An explicit ``steps`` in the request overrides either preset.
 
 Imports torch, diffusers, transformers, PIL and ``core`` types; never PySide6 or ``app``.
