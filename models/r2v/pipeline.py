@@ -22,7 +22,7 @@ Presets (``core.generation.Quality``):
 
 * ``FINAL``: the official defaults: 8 steps, shift 5.0, guidance 1.0, the requested resolution.
 * ``DRAFT``: 4 steps at 480P (the smallest bucket table), same shift and guidance: half the
-  forwards, and a 720P request renders ~2.7x fewer tokens per frame.
+  forwards, and a 720P request renders ~2.3x fewer tokens per frame (1590 vs 3600 at 16:9).
   An explicit ``steps`` in the request overrides either preset.
 
 Imports torch, diffusers, transformers, PIL and ``core`` types; never PySide6 or ``app``.
