@@ -108,16 +108,14 @@ def rope_frequencies(head_dim: int, positions: int = ROPE_POSITIONS) -> torch.Te
     )
 
 
-def apply_rope(x: torch.Tensor, grid: tuple[int, int, int], freqs: torch.Tensor) -> torch.Tensor:
-    """Rotate [B, L, heads, head_dim] by the (frame, height, width) position of each token, in float64.
-
-    Returns float32 (as the official code does, whatever the input dtype)."""
+def rope_rotations(grid: tuple[int, int, int], freqs: torch.Tensor) -> torch.Tensor:
+    """[F*H*W, 1, head_dim/2] complex128 rotation of every token of a (frame, height, width) grid, built
+    once per forward and shared by every block's q and k."""
     frames, height, width = grid
-    batch, _, heads, head_dim = x.shape
-    half = head_dim // 2
+    half = freqs.shape[1]
     split = [half - 2 * (half // 3), half // 3, half // 3]
-    f_part, h_part, w_part = freqs.to(x.device).split(split, dim=1)
-    table = torch.cat(
+    f_part, h_part, w_part = freqs.split(split, dim=1)
+    return torch.cat(
         [
             f_part[:frames].view(frames, 1, 1, -1).expand(frames, height, width, -1),
             h_part[:height].view(1, height, 1, -1).expand(frames, height, width, -1),
@@ -125,9 +123,17 @@ def apply_rope(x: torch.Tensor, grid: tuple[int, int, int], freqs: torch.Tensor)
         ],
         dim=-1,
     ).reshape(frames * height * width, 1, half)
-    tokens = frames * height * width
-    rotated = torch.view_as_complex(x[:, :tokens].to(torch.float64).reshape(batch, tokens, heads, half, 2))
-    rotated = torch.view_as_real(rotated * table).flatten(3)
+
+
+def apply_rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """Rotate [B, L, heads, head_dim] by :func:`rope_rotations` in float64 (tokens past the grid, if any,
+    pass unrotated). Returns float32, as the official code does whatever the input dtype."""
+    batch, _, heads, head_dim = x.shape
+    tokens = rotations.shape[0]
+    rotated = torch.view_as_complex(
+        x[:, :tokens].to(torch.float64).reshape(batch, tokens, heads, head_dim // 2, 2)
+    )
+    rotated = torch.view_as_real(rotated * rotations).flatten(3)
     return torch.cat([rotated, x[:, tokens:].to(torch.float64)], dim=1).float()
 
 
@@ -175,11 +181,11 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(dim, eps=eps)
         self.norm_k = RMSNorm(dim, eps=eps)
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int, int], freqs: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
         b, s = x.shape[:2]
         shape = (b, s, self.num_heads, self.head_dim)
-        q = apply_rope(self.norm_q(self.q(x)).view(shape), grid, freqs)
-        k = apply_rope(self.norm_k(self.k(x)).view(shape), grid, freqs)
+        q = apply_rope(self.norm_q(self.q(x)).view(shape), rotations)
+        k = apply_rope(self.norm_k(self.k(x)).view(shape), rotations)
         v = self.v(x).view(shape)
         out = attention(q, k, v).type_as(x)
         return self.o(out.flatten(2))
@@ -260,13 +266,13 @@ class AvatarBlock(nn.Module):
         x: torch.Tensor,
         e0: torch.Tensor,
         grid: tuple[int, int, int],
-        freqs: torch.Tensor,
+        rotations: torch.Tensor,
         context: torch.Tensor,
         audio_tokens: torch.Tensor,
     ) -> torch.Tensor:
         dtype = x.dtype
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation + e0).chunk(6, dim=1)
-        x = x + self.self_attn(self.norm1(x) * (1 + scale1) + shift1, grid, freqs) * gate1
+        x = x + self.self_attn(self.norm1(x) * (1 + scale1) + shift1, rotations) * gate1
         x = x.to(dtype)
         x = x + self.cross_attn(self.norm3(x), context)
         x = x + self.audio_cross_attn(self.norm_x(x), audio_tokens, grid[0])
@@ -426,9 +432,9 @@ class AvatarTransformer(nn.Module):
         audio_tokens = self.audio_proj(first, later)  # [1, T, tokens, output_dim]
         audio_tokens = audio_tokens.reshape(-1, config.context_tokens, config.output_dim).to(hidden.dtype)
 
-        freqs = rope_frequencies(config.dim // config.num_heads)
+        rotations = rope_rotations(grid, rope_frequencies(config.dim // config.num_heads)).to(hidden.device)
         for block in self.blocks:
-            hidden = block(hidden, e0, grid, freqs, full_context, audio_tokens)
+            hidden = block(hidden, e0, grid, rotations, full_context, audio_tokens)
         out = self.head(hidden, e)
         return self._unpatchify(out, grid)
 
