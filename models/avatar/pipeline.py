@@ -425,6 +425,7 @@ def load_components(
     *,
     clip_dtype: torch.dtype | None = None,
     sizes: Mapping[str, Any] | None = None,
+    park_device: torch.device | str | None = None,
 ) -> AvatarComponents:
     """Load every model of an official avatar folder, strictly, under the official key names.
 
@@ -436,6 +437,9 @@ def load_components(
         sizes: sizes the official code hard-codes (``{"wan_clip": {...}, "wan_vae": {...}}``, the
             ``clip_xlm_roberta_vit_h_14`` / VAE kwargs). Default: read from the files' tensor shapes,
             with the release's CLIP head width (80).
+        park_device: where the DiT, T5 and CLIP weights wait between their phases (e.g. ``"cpu"`` with a
+            parking ``models.memory.Placement``, the official ``--offload``); default: ``device``. The
+            VAE always lives on ``device``.
 
     Raises:
         ModelsMissing: files are missing (all named).
@@ -447,13 +451,14 @@ def load_components(
     check_checkpoint(folder)
     root = Path(folder)
     device = torch.device(device)
+    home = torch.device(park_device) if park_device is not None else device
     sizes = dict(sizes or {})
     clip_dtype = clip_dtype or (torch.float32 if dtype == torch.float32 else torch.float16)
 
     feature_extractor, audio_encoder = load_wav2vec2(root / WAV2VEC2_DIR)
     w2v_config = audio_encoder.config
     config_data = json.loads((root / "config.json").read_text())
-    state = load_safetensors_folder(root, device=device)  # straight to the device: no host-RAM copy
+    state = load_safetensors_folder(root, device=home)  # straight to its device: no extra host copy
     clip_width = int(state["img_emb.proj.0.weight"].shape[0])
     config = AvatarTransformerConfig.from_dict(
         config_data,
@@ -463,18 +468,18 @@ def load_components(
     )
     with torch.device("meta"):
         transformer = AvatarTransformer(config)
-    load_strict(transformer, state, device=device, dtype=dtype, what="talking-avatar transformer")
+    load_strict(transformer, state, device=home, dtype=dtype, what="talking-avatar transformer")
     del state
     transformer.requires_grad_(False)
 
-    text_encoder = WanT5Encoder.from_pth(root / T5_FILE, root / T5_TOKENIZER_DIR, device=device, dtype=dtype)
+    text_encoder = WanT5Encoder.from_pth(root / T5_FILE, root / T5_TOKENIZER_DIR, device=home, dtype=dtype)
     clip_state = load_state_dict_file(root / CLIP_FILE)
     clip_config = (
         ClipConfig.from_dict(sizes["wan_clip"])
         if "wan_clip" in sizes
         else clip_config_from_state_dict(clip_state)
     )
-    clip = load_clip_vision(clip_state, clip_config, dtype=clip_dtype).to(device)
+    clip = load_clip_vision(clip_state, clip_config, dtype=clip_dtype).to(home)
     vae_config = dict(sizes["wan_vae"]) if "wan_vae" in sizes else None
     vae = WanVAE.from_pth(root / VAE_FILE, device=device, dtype=torch.float32, config=vae_config)
     return AvatarComponents(transformer, text_encoder, clip, vae, feature_extractor, audio_encoder, device)
@@ -651,11 +656,7 @@ class TalkingAvatarPipeline:
         parts = [cond, torch.zeros(1, 3, WINDOW - cond.shape[2] - pseudo_count, height, width, device=device)]
         if spec.pseudo is not None:
             parts.append(spec.pseudo.to(device, torch.float32))
-        self.placement.activate(comps.vae.model)
-        try:
-            cond_latent = comps.vae.encode(torch.cat(parts, dim=2)).to(dtype)
-        finally:
-            self.placement.park(comps.vae.model)
+        cond_latent = comps.vae.encode(torch.cat(parts, dim=2)).to(dtype)
         motion_latent = cond_latent[0, :, : 1 + (cond.shape[2] - 1) // VAE_STRIDE[0]].float()
         y = torch.cat([mask, cond_latent], dim=1)
         if trace is not None:
@@ -722,24 +723,21 @@ class TalkingAvatarPipeline:
         tail: list[torch.Tensor] = []
         picked: dict[int, torch.Tensor] = {}
         produced = 0
-        self.placement.activate(vae.model)
-        try:
-            for group in vae.iter_decode(latent, output_device="cpu"):
-                ctx.check_cancel()
-                group = group[:, :, : max(0, keep - produced)]
-                if group.shape[2] == 0:
-                    break
-                matched = match_colors(group, reference.cpu())
-                for index in pick:
-                    if produced <= index < produced + matched.shape[2]:
-                        picked[index] = matched[:, :, index - produced]
-                produced += group.shape[2]
-                if trace_means is not None:
-                    trace_means.append(((matched.double() + 1) * 127.5).mean(dim=(3, 4))[0].T)
-                frames.append(to_uint8(matched)[0].permute(1, 2, 3, 0).numpy())
-                tail = [*tail, matched][-MOTION_FRAMES:]
-        finally:
-            self.placement.park(vae.model)
+        reference = reference.to(vae.device)
+        for group in vae.iter_decode(latent):
+            ctx.check_cancel()
+            group = group[:, :, : max(0, keep - produced)]
+            if group.shape[2] == 0:
+                break
+            matched = match_colors(group, reference)  # on the device; statistics are per frame
+            for index in pick:
+                if produced <= index < produced + matched.shape[2]:
+                    picked[index] = matched[:, :, index - produced].cpu()
+            produced += group.shape[2]
+            if trace_means is not None:
+                trace_means.append(((matched.double() + 1) * 127.5).mean(dim=(3, 4))[0].T.cpu())
+            frames.append(to_uint8(matched)[0].permute(1, 2, 3, 0).cpu().numpy())
+            tail = [*tail, matched.cpu()][-MOTION_FRAMES:]
         last = torch.cat(tail, dim=2)[:, :, -MOTION_FRAMES:]
         chosen = torch.stack([picked[i] for i in pick], dim=2) if pick else None
         return np.concatenate(frames, axis=0), last, chosen

@@ -281,3 +281,14 @@ def test_clip_and_dit_load_strictly(checkpoint: Path) -> None:
     save_file({**load_file(str(shard)), "blocks.0.extra.weight": torch.zeros(1)}, str(broken / shard.name))
     with pytest.raises(StateDictMismatchError, match=r"blocks\.0\.extra\.weight"):
         load_components(broken, device="cpu", dtype=torch.float32)
+
+
+def test_parking_placement_moves_each_network_per_phase(pipeline: TalkingAvatarPipeline, media) -> None:
+    from models.memory import Placement
+
+    placement = Placement("cpu", park_idle=True)
+    parked = TalkingAvatarPipeline(pipeline.components, placement=placement, bucket_tables=SMALL)
+    np.testing.assert_array_equal(collect(parked, request(media)), collect(pipeline, request(media)))
+    moved = {name for name, _ in placement.moves}
+    assert {"AvatarTransformer", "WanT5EncoderModel", "VisionTower"} <= moved
+    assert ("AvatarTransformer", "cpu") in placement.moves
