@@ -102,7 +102,7 @@ class RenderController(QObject):
         self.preview_times: dict[str, float] = {}  # job id -> worker perf_counter of the shown preview
         self.worker = RenderWorker(backend_factory)
         self.worker.job_event.connect(self._on_worker_job_event)
-        self.worker.preview_ready.connect(self._on_worker_preview_ready)
+        self.worker.updates_ready.connect(self._on_worker_updates_ready)
         self.worker.job_finished.connect(self._on_worker_job_finished)
         self.worker.job_failed.connect(self._on_worker_job_failed)
         self.worker.job_stopped.connect(self._on_worker_job_stopped)
@@ -470,6 +470,7 @@ class RenderController(QObject):
         return None
 
     def _on_worker_job_event(self, job_id: str, event: Any) -> None:
+        self._on_worker_updates_ready()  # keep order: steps before the piece that follows them
         queue = self._queue_of(job_id)
         if queue is None:
             return
@@ -479,15 +480,25 @@ class RenderController(QObject):
             self.piece_ready.emit(job_id, event.path)
             self._persist()
 
-    def _on_worker_preview_ready(self, job_id: str, piece: int, step: int, image: QImage, emitted: float) -> None:
-        self.worker.preview_taken()
-        if self._queue_of(job_id) is not self.queue:
-            return
-        self.previews[job_id] = (image, piece, step)
-        self.preview_times[job_id] = emitted
-        self.preview_changed.emit(job_id)
+    def _on_worker_updates_ready(self) -> None:
+        progress, previews = self.worker.take_updates()
+        for job_id, event in progress.items():
+            queue = self._queue_of(job_id)
+            if queue is not None:
+                with contextlib.suppress(QueueError):
+                    queue.apply_event(job_id, event)
+        for job_id, (piece, step, image, emitted) in previews.items():
+            if self._queue_of(job_id) is not self.queue:
+                continue
+            with contextlib.suppress(QueueError):
+                if self.queue.job(job_id).is_done:
+                    continue
+            self.previews[job_id] = (image, piece, step)
+            self.preview_times[job_id] = emitted
+            self.preview_changed.emit(job_id)
 
     def _finish_running(self, job_id: str) -> RenderQueue | None:
+        self._on_worker_updates_ready()
         queue = self._queue_of(job_id)
         if self._running is not None and self._running[1] == job_id:
             self._running = None

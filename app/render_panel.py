@@ -66,7 +66,7 @@ STATE_COLOURS = {
 def format_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "–"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds} s"
     m, s = divmod(seconds, 60)

@@ -7,9 +7,11 @@ there, never on the GUI thread) and kept between jobs.
 Flow: the main thread calls :meth:`RenderWorker.run_job` with a frozen ``RenderRequest`` and the job's
 cancel token; the call is delivered to the worker thread as a queued signal. The worker calls
 ``backend.validate`` then ``backend.render(request, emit, cancel)``; ``emit`` runs on the worker thread and
-re-emits each event as a Qt signal (queued to the main thread). Progress is throttled (at most one per
-``PROGRESS_INTERVAL_S`` unless a piece ends); latent previews are converted to ``QImage`` on the worker
-thread and coalesced: only the newest waits for the main thread, so a slow GUI never builds a backlog.
+re-emits each event as a Qt signal (queued to the main thread). Progress and latent previews (converted
+to ``QImage`` on the worker thread) are coalesced: the newest of each waits in a slot and one
+:attr:`updates_ready` notification stays queued until the main thread calls :meth:`take_updates`, so a
+slow GUI never builds a backlog, and the latest step or picture is never lost (a time-based throttle would
+drop the last step before a long pause).
 
 Errors become messages for the user: :class:`core.generation.RequestInvalid`, ``ModelsMissing`` and
 ``OutOfMemory`` carry their own words; anything else is prefixed with "The render failed". A
@@ -34,7 +36,6 @@ from PySide6.QtGui import QImage
 from core.generation import (
     ModelsMissing,
     OutOfMemory,
-    PieceFinished,
     Preview,
     Progress,
     RenderCancelled,
@@ -42,9 +43,6 @@ from core.generation import (
     RenderRequest,
     RequestInvalid,
 )
-
-PROGRESS_INTERVAL_S = 0.05
-"""Progress events closer together than this are dropped (except a piece's last step)."""
 
 _LIVE: weakref.WeakSet[QThread] = weakref.WeakSet()
 
@@ -85,16 +83,15 @@ class RenderWorker(QObject):
         backend_factory: builds the ``InferenceBackend``; called once, on the worker thread.
 
     Signals (queued to the main thread):
-        job_event(str job_id, object event): a Progress, PieceFinished or StatusMessage.
-        preview_ready(str job_id, int piece, int step, QImage image, float emitted_at): the newest
-            latent preview (``emitted_at`` is ``time.perf_counter()`` on the worker, for latency checks).
+        job_event(str job_id, object event): a PieceFinished or StatusMessage (every one).
+        updates_ready(): newer Progress / Preview wait in :meth:`take_updates`.
         job_finished(str job_id, object result): the backend returned a ``RenderResult``.
         job_failed(str job_id, str message): the job failed; ``message`` is for the user.
         job_stopped(str job_id): the job stopped because its cancel token was set.
     """
 
     job_event = Signal(str, object)
-    preview_ready = Signal(str, int, int, QImage, float)
+    updates_ready = Signal()
     job_finished = Signal(str, object)
     job_failed = Signal(str, str)
     job_stopped = Signal(str)
@@ -106,9 +103,10 @@ class RenderWorker(QObject):
         self._backend: Any = None
         self._busy = threading.Event()
         self._thread: QThread | None = None
-        self._last_progress = 0.0
-        self._preview_lock = threading.Lock()
-        self._preview_pending = False
+        self._lock = threading.Lock()
+        self._progress: dict[str, Progress] = {}
+        self._previews: dict[str, tuple[int, int, QImage, float]] = {}
+        self._notified = False
         self.backend_created = 0  # how many times the factory ran (stays 1: the backend is kept)
 
     # -- main thread -----------------------------------------------------------------------------
@@ -137,10 +135,15 @@ class RenderWorker(QObject):
         self._busy.set()
         self._run_requested.emit(job_id, request, cancel)
 
-    def preview_taken(self) -> None:
-        """The main thread consumed the pending preview: the next one may be sent."""
-        with self._preview_lock:
-            self._preview_pending = False
+    def take_updates(self) -> tuple[dict[str, Progress], dict[str, tuple[int, int, QImage, float]]]:
+        """The newest Progress and preview of each job since the last call. Previews are
+        ``job_id -> (piece, step, image, t)`` with ``t`` = ``time.perf_counter()`` when the backend emitted
+        it (for latency checks)."""
+        with self._lock:
+            progress, self._progress = self._progress, {}
+            previews, self._previews = self._previews, {}
+            self._notified = False
+        return progress, previews
 
     def stop(self, timeout_ms: int = 10000) -> bool:
         """Quit the thread after the current job (cancel it first). True when the thread ended."""
@@ -157,7 +160,6 @@ class RenderWorker(QObject):
 
     @Slot(str, object, object)
     def _run(self, job_id: str, request: RenderRequest, cancel: threading.Event) -> None:
-        self._last_progress = 0.0
         try:
             if cancel.is_set():
                 raise RenderCancelled("cancelled before it started")
@@ -190,19 +192,15 @@ class RenderWorker(QObject):
 
     def _emit(self, job_id: str, event: RenderEvent) -> None:
         """The backend's ``emit``: runs on the worker thread."""
-        if isinstance(event, Preview):
-            with self._preview_lock:
-                if self._preview_pending:
-                    return  # the GUI has not drawn the previous one yet: drop this one
-                self._preview_pending = True
-            self.preview_ready.emit(job_id, event.piece, event.step, preview_to_qimage(event), time.perf_counter())
+        if isinstance(event, Preview | Progress):
+            with self._lock:
+                if isinstance(event, Preview):
+                    self._previews[job_id] = (event.piece, event.step, preview_to_qimage(event), time.perf_counter())
+                else:
+                    self._progress[job_id] = event
+                notify = not self._notified
+                self._notified = True
+            if notify:  # otherwise a notification is still queued and the main thread takes this too
+                self.updates_ready.emit()
             return
-        if isinstance(event, Progress):
-            now = time.monotonic()
-            last_of_piece = event.step >= event.total_steps
-            if not last_of_piece and event.step > 1 and now - self._last_progress < PROGRESS_INTERVAL_S:
-                return
-            self._last_progress = now
-        elif isinstance(event, PieceFinished):
-            self._last_progress = 0.0
         self.job_event.emit(job_id, event)

@@ -1,0 +1,360 @@
+"""The render queue in the editor with the scripted FakeBackend: queue dock, cancel, pause/resume,
+reorder by drag, supersede, failure messages, resume after a crash, closing while rendering, and the
+timeline overlay / latent preview.
+
+Nothing sleeps: tests wait on the controller's signals, the fake's ``paused`` event or queue states.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtWidgets import QDialogButtonBox
+
+from core.generation import ModelsMissing, OutOfMemory, Preview, Progress, RenderRequest, RequestInvalid
+from core.project import AssetKind, TrackKind
+from core.render_queue import JobState
+from tests.app.conftest import wait_idle
+from tests.fakes import FakeBackend
+
+
+@dataclass
+class PreviewFake(FakeBackend):
+    """FakeBackend that also sends a small latent preview after every step."""
+
+    def render(self, request, emit, cancel):
+        def emit_with_preview(event):
+            emit(event)
+            if isinstance(event, Progress):
+                emit(Preview(event.piece, event.step, 8, 4, bytes([220, 60, 40]) * 32))
+
+        return super().render(request, emit_with_preview, cancel)
+
+
+@dataclass
+class RaisingFake(FakeBackend):
+    """FakeBackend that raises ``error`` from render (once) when set."""
+
+    error: BaseException | None = None
+
+    def render(self, request, emit, cancel):
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        return super().render(request, emit, cancel)
+
+
+@pytest.fixture(autouse=True)
+def _no_render_thread_left():
+    yield
+    from app.render_worker import live_render_threads
+
+    threads = live_render_threads()
+    for thread in threads:
+        thread.quit()
+        thread.wait(5000)
+    assert not threads, "a render worker thread was left running"
+
+
+@pytest.fixture
+def fake():
+    return PreviewFake(steps=3)
+
+
+@pytest.fixture
+def studio(window, qtbot, media_dir, tmp_path, fake):
+    """A saved project with an image, a video and a sound in the bin; the video on V1, the sound on A1."""
+    from app.render_ui import attach_render_ui
+
+    window.save_to(tmp_path / "film.srproj")
+    controller = attach_render_ui(window, lambda: fake)
+    controller.ask_resume = lambda jobs: True
+    doc = window.doc
+    doc.editing.import_files([str(media_dir / n) for n in ("still.png", "clip.mp4", "tone.wav")])
+    wait_idle(qtbot, window)
+    project = doc.project
+    by_kind = {a.kind: a for a in project.assets}
+    v1 = next(t for t in project.tracks if t.name == "V1")
+    a1 = next(t for t in project.tracks if t.name == "A1")
+    doc.editing.add_clip(by_kind[AssetKind.VIDEO].asset_id, v1.track_id, 0)
+    doc.editing.add_clip(by_kind[AssetKind.AUDIO].asset_id, a1.track_id, 0)
+    window.save()
+    controller.ids = {  # type: ignore[attr-defined]
+        "image": by_kind[AssetKind.IMAGE].asset_id,
+        "video_clip": next(iter(v1.clips)).clip_id,
+        "audio_clip": next(iter(a1.clips)).clip_id,
+        "v1": v1.track_id,
+    }
+    return controller
+
+
+def _land(qtbot, controller, timeout=15000):
+    with qtbot.waitSignal(controller.job_landed, timeout=timeout) as blocker:
+        pass
+    return blocker.args
+
+
+def _wait_state(qtbot, job, state, timeout=10000):
+    qtbot.waitUntil(lambda: job.state is state, timeout=timeout)
+
+
+def test_shot_from_references_via_menu_dialog_lands_and_undo_removes_it(window, qtbot, studio, fake):
+    ui = studio.ui
+    menu_titles = [a.text() for a in window.menuBar().actions()]
+    assert "&Generate" in menu_titles
+    assert menu_titles.index("&Generate") == menu_titles.index("&Help") - 1
+    window.doc.playback.seek(60)
+    ui.actions["shot"].trigger()
+    dialog = ui.dialog
+    assert dialog is not None and dialog.isVisible()
+    assert dialog.error_label.text() == "Pick at least one reference image."
+    dialog.references.item(0).setCheckState(Qt.CheckState.Checked)
+    dialog.prompt.setPlainText("a lighthouse at dusk")
+    dialog.duration.setValue(2)
+    dialog.draft.setChecked(True)
+    qtbot.mouseClick(dialog.buttons.button(QDialogButtonBox.StandardButton.Ok), Qt.MouseButton.LeftButton)
+    job_id, clip_id = _land(qtbot, studio)
+    project = window.doc.project
+    clip = project.clip(clip_id)
+    assert clip.start == 60
+    assert clip.recipe.prompt == "a lighthouse at dusk" and clip.recipe.reference_asset_ids == (studio.ids["image"],)
+    request = fake.calls[-1]
+    assert request.reference_images == (project.asset(studio.ids["image"]).path,)
+    assert request.duration_s == 2 and request.quality.value == "draft"
+    # Files live under the project's media folder.
+    media = (Path(window.doc.path).parent / "film.media").resolve()
+    assert Path(request.output_path).resolve().is_relative_to(media / "renders")
+    assert Path(request.work_dir).resolve().is_relative_to(media / "work")
+    assert studio.queue.job(job_id).state is JobState.FINISHED
+    assert window.doc.timeline.selected == {clip_id}
+    assert window.doc.stack.undoText() == "Add rendered clip"
+    window.doc.stack.undo()
+    assert not project.has_clip(clip_id)
+    assert Path(request.output_path).exists()  # undo removes the clip, not the GPU work
+    window.doc.stack.redo()
+    assert project.clip(clip_id).start == 60
+
+
+def test_keyboard_shortcut_opens_dialog_and_estimate_uses_injected_estimator(window, qtbot, studio):
+    from app.shot_dialog import Estimate
+
+    asked = []
+
+    def estimator(request: RenderRequest) -> Estimate:
+        asked.append(request)
+        return Estimate(seconds=125, fits=False, peak_bytes=30 * 2**30, available_bytes=24 * 2**30)
+
+    studio.ui.estimator = estimator
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
+    qtbot.keyClick(window, Qt.Key.Key_G, Qt.KeyboardModifier.ControlModifier)
+    dialog = studio.ui.dialog
+    assert dialog is not None and dialog.mode == "shot"
+    text = dialog.estimate_label.text()
+    assert "About 2 min 05 s" in text and "does NOT fit" in text and "30.0 GiB" in text
+    dialog.resolution.setCurrentText("480P")
+    assert asked[-1].resolution == "480P"
+    dialog.reject()
+
+
+def test_cancel_running_job_leaves_timeline_unchanged(window, qtbot, studio, fake):
+    fake.pause_at = (0, 1)
+    clips_before = window.doc.project.clip_count()
+    job = studio.shot_from_references([studio.ids["image"]], "cancel me", duration_s=1)
+    qtbot.waitUntil(fake.paused.is_set, timeout=10000)
+    assert job.state is JobState.RUNNING
+    panel = studio.ui.panel
+    panel.select_job(job.job_id)
+    qtbot.mouseClick(panel.buttons["cancel"], Qt.MouseButton.LeftButton)
+    _wait_state(qtbot, job, JobState.CANCELLED)
+    assert window.doc.project.clip_count() == clips_before
+    assert "cancelled" in window.statusBar().currentMessage()
+    # Retry runs it again (and it lands this time).
+    fake.pause_at = None
+    qtbot.mouseClick(panel.buttons["retry"], Qt.MouseButton.LeftButton)
+    _land(qtbot, studio)
+    assert job.state is JobState.FINISHED
+
+
+def test_pause_and_resume_continue_from_the_last_finished_piece(window, qtbot, studio, fake):
+    fake.pieces = 2
+    fake.pause_at = (1, 0)
+    job = studio.extend(studio.ids["video_clip"], "keep walking", duration_s=10)
+    qtbot.waitUntil(fake.paused.is_set, timeout=10000)
+    qtbot.waitUntil(lambda: job.last_finished_piece == 0)
+    studio.pause(job.job_id)
+    _wait_state(qtbot, job, JobState.PAUSED)
+    assert studio.idle
+    fake.pause_at = None
+    studio.resume(job.job_id)
+    _, clip_id = _land(qtbot, studio)
+    assert fake.resumed_pieces == [0]
+    source = window.doc.project.clip(studio.ids["video_clip"])
+    clip = window.doc.project.clip(clip_id)
+    assert (clip.track_id, clip.start) == (source.track_id, source.end)
+    assert clip.recipe.source_clip_id == source.clip_id
+
+
+def test_reorder_by_drag_changes_what_runs_next(window, qtbot, studio, fake):
+    fake.pause_at = (0, 0)
+    first = studio.shot_from_references([studio.ids["image"]], "first", duration_s=1)
+    qtbot.waitUntil(fake.paused.is_set, timeout=10000)
+    second = studio.shot_from_references([studio.ids["image"]], "second", duration_s=1, start=200)
+    third = studio.shot_from_references([studio.ids["image"]], "third", duration_s=1, start=400)
+    model = studio.ui.panel.model
+    assert [model.job_at(r).label for r in range(3)] == ["Shot: first", "Shot: second", "Shot: third"]
+    # What the list view does on a drop: the third row dropped above the second.
+    mime = model.mimeData([model.index(2, 0)])
+    model.dropMimeData(mime, Qt.DropAction.MoveAction, 1, 0, QModelIndex())
+    assert [j.job_id for j in studio.queue.jobs] == [first.job_id, third.job_id, second.job_id]
+    assert [model.job_at(r).label for r in range(3)] == ["Shot: first", "Shot: third", "Shot: second"]
+    fake.pause_at = None
+    fake.release()
+    qtbot.waitUntil(lambda: second.state is JobState.FINISHED and studio.idle, timeout=20000)
+    assert [r.prompt for r in fake.calls] == ["first", "third", "second"]
+
+
+def test_newer_preview_supersedes_the_running_one_and_lands_as_a_take(window, qtbot, studio, fake):
+    job = studio.shot_from_references([studio.ids["image"]], "hero shot", duration_s=1)
+    _, clip_id = _land(qtbot, studio)
+    fake.pause_at = (0, 1)
+    old = studio.request_preview(clip_id)
+    qtbot.waitUntil(fake.paused.is_set, timeout=10000)
+    fake.pause_at = None
+    new = studio.request_preview(clip_id)
+    assert old.superseded_by == new.job_id
+    _wait_state(qtbot, old, JobState.CANCELLED)
+    _, landed = _land(qtbot, studio)
+    assert landed == clip_id
+    clip = window.doc.project.clip(clip_id)
+    assert len(clip.takes) == 1  # the first render became a take, the preview is active
+    assert new.state is JobState.FINISHED and job.state is JobState.FINISHED
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (RuntimeError("disk on fire"), "The render failed: disk on fire"),
+        (RequestInvalid("Add at least one reference image (up to 4)."), "Add at least one reference image (up to 4)."),
+        (ModelsMissing("The reference-to-video model is not downloaded: Models ▸ Model Weights…"),
+         "The reference-to-video model is not downloaded: Models ▸ Model Weights…"),
+        (OutOfMemory("The GPU ran out of memory: try the draft preset."), "The GPU ran out of memory: try the draft preset."),
+    ],
+)
+def test_failures_reach_the_user_in_words(window, qtbot, studio, error, expected):
+    from app.render_panel import job_summary
+
+    studio.worker._backend = RaisingFake(error=error)  # the worker keeps one backend; swap in a raising one
+    job = studio.shot_from_references([studio.ids["image"]], "doomed", duration_s=1)
+    _wait_state(qtbot, job, JobState.FAILED)
+    assert job.error == expected
+    assert expected in window.statusBar().currentMessage()
+    panel = studio.ui.panel
+    panel.select_job(job.job_id)
+    assert panel.buttons["retry"].isEnabled() and not panel.buttons["cancel"].isEnabled()
+    assert expected in panel.model.data(panel.model.index(0, 0), Qt.ItemDataRole.ToolTipRole)
+    assert job_summary(job, studio.queue.now()).startswith("Failed")
+    # Nothing lost: retry succeeds.
+    panel.retry_selected()
+    _land(qtbot, studio)
+
+
+def test_fake_failure_mid_render_keeps_finished_pieces(window, qtbot, studio, fake):
+    fake.pieces, fake.fail_at, fake.fail_message = 2, (1, 1), "the fake broke"
+    job = studio.extend(studio.ids["video_clip"], "longer", duration_s=10)
+    _wait_state(qtbot, job, JobState.FAILED)
+    assert job.error == "The render failed: the fake broke"
+    assert job.last_finished_piece == 0 and len(job.piece_paths) == 1
+    fake.fail_at = None
+    studio.retry(job.job_id)
+    _land(qtbot, studio)
+    assert fake.resumed_pieces == [0]
+
+
+def test_live_preview_in_panel_and_on_the_timeline(window, qtbot, studio, fake):
+    fake.pause_at = (0, 2)
+    window.doc.playback.seek(100)
+    job = studio.shot_from_references([studio.ids["image"]], "glowing", duration_s=1)
+    qtbot.waitUntil(fake.paused.is_set, timeout=10000)
+    qtbot.waitUntil(lambda: job.job_id in studio.previews and studio.previews[job.job_id][2] == 2)
+    panel = studio.ui.panel
+    qtbot.waitUntil(lambda: panel.shown_preview_job() == job.job_id)
+    assert not panel.preview.pixmap().isNull()
+    assert "step 2" in panel.preview_caption.text()
+    overlay = studio.ui.overlay
+    assert overlay.geometry() == window.doc.timeline.rect()
+    overlay.repaint()
+    assert overlay.painted_jobs == [job.job_id]
+    track_id, start, _end = studio.placeholder(job)
+    assert start == 100 and window.doc.project.track(track_id).kind is TrackKind.VIDEO
+    # The panel's text counters.
+    from app.render_panel import job_summary
+
+    summary = job_summary(job, studio.queue.now())
+    assert summary.startswith("Running") and "step 2/3" in summary and "elapsed" in summary
+    fake.pause_at = None
+    fake.release()
+    _land(qtbot, studio)
+    overlay.repaint()
+    assert overlay.painted_jobs == []
+
+
+def test_resume_after_a_crash_from_the_last_finished_piece(window, qtbot, studio, fake, tmp_path):
+    fake.pieces = 2
+    fake.pause_at = (1, 0)
+    job = studio.extend(studio.ids["video_clip"], "crash test", duration_s=10)
+    qtbot.waitUntil(fake.paused.is_set, timeout=10000)
+    qtbot.waitUntil(lambda: job.last_finished_piece == 0)
+    # The queue is on disk with the project (the file: nothing else was unsaved). Copy it as a crash would
+    # leave it, then stop this render.
+    project_file = Path(window.doc.path)
+    saved = json.loads(project_file.read_text())
+    saved_job = saved["render_queue"]["jobs"][0]
+    assert saved_job["state"] == "paused" and saved_job["last_finished_piece"] == 0
+    crashed = project_file.with_name("crashed.srproj")
+    shutil.copy(project_file, crashed)
+    studio.pause(job.job_id)
+    _wait_state(qtbot, job, JobState.PAUSED)
+    fake.pause_at = None
+    offered = []
+    studio.ask_resume = lambda jobs: offered.append([j.job_id for j in jobs]) or True
+    assert window.open_project(crashed)
+    qtbot.waitUntil(lambda: offered == [[job.job_id]])
+    _, clip_id = _land(qtbot, studio)
+    assert fake.resumed_pieces == [0]
+    assert window.doc.project.clip(clip_id).recipe.prompt == "crash test"
+
+
+def test_declined_resume_keeps_jobs_paused(window, qtbot, studio, fake):
+    fake.pause_at = (0, 0)
+    job = studio.shot_from_references([studio.ids["image"]], "later", duration_s=1)
+    qtbot.waitUntil(fake.paused.is_set, timeout=10000)
+    path = window.doc.path
+    studio.ask_resume = lambda jobs: False
+    window.new_project()
+    _wait_state(qtbot, job, JobState.PAUSED)  # switching documents pauses the old project's render
+    qtbot.waitUntil(lambda: studio.queue is window.doc.queue)
+    assert window.open_project(path)
+    qtbot.waitUntil(lambda: studio.queue is window.doc.queue)
+    [again] = studio.queue.jobs
+    assert again.state is JobState.PAUSED and studio.idle
+    assert "kept paused" in window.statusBar().currentMessage()
+
+
+def test_closing_the_window_pauses_the_render_and_keeps_the_queue(window, qtbot, studio, fake):
+    from app.render_worker import live_render_threads
+
+    fake.pause_at = (0, 1)
+    job = studio.shot_from_references([studio.ids["image"]], "interrupted", duration_s=1)
+    qtbot.waitUntil(fake.paused.is_set, timeout=10000)
+    path = Path(window.doc.path)
+    assert window.close()
+    assert not live_render_threads()
+    data = json.loads(path.read_text())
+    [saved] = data["render_queue"]["jobs"]
+    assert saved["job_id"] == job.job_id and saved["state"] == "paused"
