@@ -114,6 +114,14 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._set_document(document.new_project(), None)
         self._restore_layout()
+        # Import the media stack in the background once the window is up: first imports of C extensions
+        # (PyAV, scipy, OpenCV) hold the GIL for tens of milliseconds, better now than mid-edit.
+        self._warm_timer = QTimer(self, singleShot=True, interval=300)
+        self._warm_timer.timeout.connect(self._on_warm_timer_timeout)
+        self._warm_timer.start()
+
+    def _on_warm_timer_timeout(self) -> None:
+        self.pool.submit(warm_media_imports)
 
     # -- actions and menus ------------------------------------------------------------------------
 
@@ -684,6 +692,7 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """Stop everything that runs in the background and remember the layout."""
         self._autosave_timer.stop()
+        self._warm_timer.stop()
         if self.export_worker is not None:
             self.export_worker.cancel_event.set()
             self._end_export()
@@ -696,6 +705,16 @@ class MainWindow(QMainWindow):
         self.pool.shutdown()
         if self.doc is not None:
             self.doc.media.release_readers()
+
+
+def warm_media_imports() -> None:
+    """Worker function: import the media modules the editor uses (no work, no files)."""
+    import core.media.audio
+    import core.media.decode
+    import core.media.probe
+    import core.media.thumbnails
+    import core.media.timeline_render
+    import core.media.waveform  # noqa: F401
 
 
 def _redo_keys() -> list[QKeySequence]:

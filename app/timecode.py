@@ -31,9 +31,8 @@ def format_duration(frames: int | None, fps: int) -> str:
 def ruler_step(px_per_frame: float, fps: int, min_label_px: float = 90.0) -> tuple[int, int]:
     """(major, minor) tick spacing in frames so that labels stay at least ``min_label_px`` apart."""
     fps = max(1, int(fps))
-    candidates = [1, 2, 5, 10]
-    if fps not in candidates:
-        candidates.append(fps // 2 if fps >= 4 else fps)
+    # Frame steps that divide a second evenly read best (24 fps: 1, 2, 3, 4, 6, 8, 12 frames).
+    candidates = [d for d in range(1, fps) if fps % d == 0] or [1]
     candidates += [fps * s for s in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)]
     candidates = sorted(set(c for c in candidates if c > 0))
     for major in candidates:

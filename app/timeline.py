@@ -14,10 +14,12 @@ Main thread only.
 from __future__ import annotations
 
 import math
+
+import numpy as np
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QMimeData, QPoint, QPointF, QRect, QRectF, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QLineF, QMimeData, QPoint, QPointF, QRect, QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QBrush,
     QColor,
@@ -113,6 +115,7 @@ class QtTimelineView(QWidget):
         self.audio_region: tuple[str, int, int] | None = None
         self._drag: _Drag | None = None
         self._drop_preview: tuple[str, int, int] | None = None  # (track_id, start, length)
+        self._scaled_cache: dict[tuple[int, int, int], Any] = {}
         self._font = QFont(self.font())
         self._font.setPointSizeF(8.0)
         self._mono = QFont("monospace")
@@ -406,9 +409,11 @@ class QtTimelineView(QWidget):
         name = asset.name if asset is not None else "(missing asset)"
         if asset is not None and asset.missing:
             name = f"⚠ {name} (offline)"
-        text_left = rect.left() + 4
+        # Keep the name readable when the clip starts left of the view (as editors do).
+        visible_left = max(rect.left(), float(HEADER_W))
+        text_left = visible_left + 4
         if clip.recipe is not None:
-            badge = QRectF(rect.left() + 3, rect.top() + 2, 28, CLIP_TITLE_H - 4)
+            badge = QRectF(visible_left + 3, rect.top() + 2, 28, CLIP_TITLE_H - 4)
             if badge.right() < rect.right() - 2:
                 p.setBrush(theme.GENERATED)
                 p.setPen(Qt.PenStyle.NoPen)
@@ -447,9 +452,9 @@ class QtTimelineView(QWidget):
     def _paint_thumbnails(self, p: QPainter, clip: Clip, body: QRectF, asset: Any) -> None:
         if self._media is None or body.height() < 8:
             return
-        thumb_h = body.height()
+        thumb_h = int(body.height())
         aspect = (asset.width / asset.height) if asset.width and asset.height else 16 / 9
-        thumb_w = max(8.0, thumb_h * aspect)
+        thumb_w = max(8, round(thumb_h * aspect))
         visible = body.intersected(QRectF(HEADER_W, 0, self.width() - HEADER_W, self.height()))
         if visible.isEmpty():
             return
@@ -461,10 +466,21 @@ class QtTimelineView(QWidget):
             frame_in_clip = (centre - body.left()) / self.px_per_frame
             source_frame = clip.in_point + int(min(max(0.0, frame_in_clip), clip.duration - 1))
             image = self._media.thumbnail(asset, source_frame)
-            target = QRectF(x, body.top(), thumb_w, thumb_h)
             if image is not None:
-                p.drawImage(target, image)
+                p.drawImage(QPointF(x, body.top()), self._scaled(image, int(thumb_w), int(thumb_h)))
             x += thumb_w
+
+    def _scaled(self, image: Any, width: int, height: int) -> Any:
+        """``image`` at the strip's size, scaled once and kept (painting unscaled images is cheap)."""
+        key = (image.cacheKey(), width, height)
+        scaled = self._scaled_cache.get(key)
+        if scaled is None:
+            scaled = image.scaled(max(1, width), max(1, height), Qt.AspectRatioMode.IgnoreAspectRatio,
+                                  Qt.TransformationMode.SmoothTransformation)
+            if len(self._scaled_cache) > 2000:
+                self._scaled_cache.clear()
+            self._scaled_cache[key] = scaled
+        return scaled
 
     def _paint_waveform(self, p: QPainter, clip: Clip, body: QRectF, asset: Any, colour: QColor) -> None:
         if self._media is None or body.height() < 6:
@@ -482,20 +498,21 @@ class QtTimelineView(QWidget):
         if peaks is None:
             return
         lows, highs = peaks
+        n = min(columns, len(lows))
+        if n <= 0:
+            return
         gain = clip.gain_linear
         mid = body.center().y()
         half = body.height() / 2 - 1
-        p.setPen(QPen(theme.WAVEFORM if not self._project.track(clip.track_id).muted else theme.TEXT_DIM, 1))
-        lines = []
-        for i in range(min(columns, len(lows))):
-            lo = max(-1.0, min(1.0, float(lows[i]) * gain))
-            hi = max(-1.0, min(1.0, float(highs[i]) * gain))
-            x = x0 + i + 0.5
-            lines.append((x, mid - hi * half, mid - lo * half))
-        for x, ya, yb in lines:
-            if yb - ya < 1:
-                yb = ya + 1
-            p.drawLine(QPointF(x, ya), QPointF(x, yb))
+        # One vertical line per pixel column (min..max), computed with numpy and drawn in one call:
+        # sharp at every zoom because the peaks come from the pyramid level that fits the column width.
+        top = mid - np.clip(np.asarray(highs[:n], np.float64) * gain, -1.0, 1.0) * half
+        bottom = mid - np.clip(np.asarray(lows[:n], np.float64) * gain, -1.0, 1.0) * half
+        bottom = np.maximum(bottom, top + 1.0)
+        xs = x0 + np.arange(n) + 0.5
+        muted = self._project.track(clip.track_id).muted
+        p.setPen(QPen(theme.TEXT_DIM if muted else theme.WAVEFORM, 1))
+        p.drawLines([QLineF(x, a, x, b) for x, a, b in zip(xs.tolist(), top.tolist(), bottom.tolist(), strict=True)])
         p.setPen(QPen(QColor(255, 255, 255, 40), 1))
         p.drawLine(QPointF(visible.left(), mid), QPointF(visible.right(), mid))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
-from PySide6.QtCore import QObject, QRectF, Qt, Signal
+from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPaintEvent
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QToolButton, QVBoxLayout, QWidget
 
@@ -44,16 +44,16 @@ def picture_source(project: Project, frame: int) -> tuple[str, str, float] | Non
 
 
 def decode_picture(readers: _Readers, source: tuple[str, str, float], size: tuple[int, int]) -> QImage:
-    """Worker function: one picture, scaled to fit ``size``."""
+    """Worker function: one picture, scaled here (off the GUI thread) to fit ``size`` exactly."""
+    from core.media.images import fit_size, read_image, resize
+
     path, kind, seconds = source
     if kind == AssetKind.IMAGE.value:
-        from core.media.images import read_image
-
-        return _rgb_to_qimage(read_image(path, max_size=size))
+        rgb = read_image(path, max_size=size)
+        w, h = fit_size(rgb.shape[1], rgb.shape[0], *size)
+        return _rgb_to_qimage(resize(rgb, w, h) if (w, h) != (rgb.shape[1], rgb.shape[0]) else rgb)
     reader = readers.get(path)
-    w, h = reader.width, reader.height
-    scale = min(size[0] / max(1, w), size[1] / max(1, h), 1.0)
-    out = (max(2, int(w * scale) // 2 * 2), max(2, int(h * scale) // 2 * 2))
+    out = fit_size(reader.width, reader.height, *size)
     index = min(reader.frame_count - 1, reader.index_at_time(seconds))
     return _rgb_to_qimage(reader.frame_at(index, size=out))
 
@@ -77,6 +77,7 @@ class FrameProvider(QObject):
         self._busy = False
         self._pending: int | None = None
         self._closed = False
+        self.target_size = PREVIEW_MAX  # the viewer sets its on-screen picture size
 
     def request(self, frame: int) -> None:
         if self._closed:
@@ -89,7 +90,7 @@ class FrameProvider(QObject):
             self.frame_ready.emit(frame, QImage())
             return
         self._busy = True
-        self.pool.submit(decode_picture, self._readers, source, PREVIEW_MAX,
+        self.pool.submit(decode_picture, self._readers, source, self.target_size,
                          on_done=lambda image, f=frame: self._on_done(f, image),
                          on_error=lambda exc, f=frame: self._on_error(f, exc))
 
@@ -128,6 +129,12 @@ class _PictureWidget(QWidget):
         self.setMinimumSize(240, 135)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
+    resized = Signal()
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self.resized.emit()
+
     def frame_rect(self) -> QRectF:
         w, h = self.width(), self.height()
         if w / max(1, h) > self.aspect:
@@ -144,9 +151,12 @@ class _PictureWidget(QWidget):
         if not self.image.isNull():
             iw, ih = self.image.width(), self.image.height()
             scale = min(target.width() / iw, target.height() / ih)
-            dw, dh = iw * scale, ih * scale
-            p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-            p.drawImage(QRectF(target.center().x() - dw / 2, target.center().y() - dh / 2, dw, dh), self.image)
+            if abs(scale - 1.0) < 0.02:
+                # Decoded at the on-screen size: a plain copy, no scaling on the GUI thread.
+                p.drawImage(QPointF(round(target.center().x() - iw / 2), round(target.center().y() - ih / 2)), self.image)
+            else:  # until the next frame arrives at the new size (after a resize)
+                dw, dh = iw * scale, ih * scale
+                p.drawImage(QRectF(target.center().x() - dw / 2, target.center().y() - dh / 2, dw, dh), self.image)
         elif self.message:
             p.setPen(theme.TEXT_DIM)
             p.drawText(target, Qt.AlignmentFlag.AlignCenter, self.message)
@@ -191,6 +201,7 @@ class ViewerPanel(QWidget):
         playback.position_changed.connect(self._on_playback_position_changed)
         playback.state_changed.connect(self._on_playback_state_changed)
         frames.frame_ready.connect(self._on_frames_frame_ready)
+        self.picture.resized.connect(self._on_picture_resized)
         self._update_aspect()
         self.refresh()
 
@@ -205,6 +216,17 @@ class ViewerPanel(QWidget):
     def _update_aspect(self) -> None:
         s = self.project.settings
         self.picture.aspect = s.width / max(1, s.height)
+        self._update_target_size()
+
+    def _update_target_size(self) -> None:
+        rect = self.picture.frame_rect()
+        self.frames.target_size = (max(16, int(rect.width())), max(16, int(rect.height())))
+
+    def _on_picture_resized(self) -> None:
+        old = self.frames.target_size
+        self._update_target_size()
+        if self.frames.target_size != old:
+            self.refresh()
 
     def refresh(self) -> None:
         """Re-show the picture at the playhead (after an edit changed what is there)."""

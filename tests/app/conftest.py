@@ -22,6 +22,10 @@ import pytest
 from PySide6.QtCore import QSettings, QStandardPaths, QThreadPool
 from PySide6.QtWidgets import QMessageBox
 
+from app.qt_compat import guard_none_refcount  # noqa: E402  (before any Qt call: see app/qt_compat.py)
+
+guard_none_refcount()
+
 _SETTINGS_DIR = tempfile.mkdtemp(prefix="skyreels-test-settings-")
 QStandardPaths.setTestModeEnabled(True)
 for _fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
