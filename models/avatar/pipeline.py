@@ -964,3 +964,67 @@ def render_to_file(
         has_audio=True,
         seconds=result.num_frames / FPS,
     )
+
+
+def job_size(
+    request: AvatarRequest,
+    inputs: AvatarInputs,
+    bucket_tables: Mapping[str, Mapping[str, Any]] | None = None,
+    **sizes: Any,
+) -> Any:
+    """The :class:`models.memory.JobSize` of one window of a validated request (full-size models unless
+    ``sizes``): 21 latent frames at the portrait's bucket, 1-3 forwards per step depending on guidance."""
+    from models.memory import JobSize
+
+    resolution = request.effective_resolution
+    table = _as_bucket_table((bucket_tables or {}).get(resolution) or BUCKETS[resolution])
+    height, width = select_bucket(inputs.portrait.width, inputs.portrait.height, table)
+    latent_frames = (WINDOW - 1) // VAE_STRIDE[0] + 1
+    text, audio = request.text_guide_scale > 1.0, request.audio_guide_scale > 1.0
+    defaults: dict[str, Any] = {
+        "transformer_params": 18_882_046_784,
+        "forwards_per_step": 3 if (text and audio) else 2 if (text or audio) else 1,
+    }
+    return JobSize(
+        tokens=latent_frames * (height // 16) * (width // 16),
+        frame_height=height,
+        frame_width=width,
+        **{**defaults, **sizes},
+    )
+
+
+def load_pipeline(
+    root: str | Path,
+    *,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.bfloat16,
+    plan: Any | None = None,
+    bucket_tables: Mapping[str, Mapping[str, Any]] | None = None,
+    sizes: Mapping[str, Any] | None = None,
+) -> TalkingAvatarPipeline:
+    """Load the avatar folder and carry out a :class:`models.memory.MemoryPlan` (default: all resident).
+
+    Parked or streamed networks are loaded straight to the CPU, so the device never holds them all; fp8
+    storage, block streaming and chunked FFNs are applied to the DiT with diffusers hooks.
+
+    Raises:
+        ModelsMissing: incomplete folder (every missing file named).
+    """
+    from models.memory import MemoryPlan, apply_transformer_policies, keep_on_cpu, placement_for
+
+    plan = plan or MemoryPlan(device=str(device), compute_dtype=dtype)
+    parked = plan.park_idle or plan.block_streaming
+    components = load_components(
+        root, device, dtype, sizes=sizes, park_device="cpu" if parked or plan.text_encoder_on_cpu else None
+    )
+    if plan.text_encoder_on_cpu:
+        keep_on_cpu(components.text_encoder.model)
+    if not plan.park_idle:
+        # only the DiT may stay parked (streamed); the rest is resident
+        components.clip.to(device)
+        if not plan.text_encoder_on_cpu:
+            components.text_encoder.to(device)
+    apply_transformer_policies(components.transformer, plan)
+    if plan.park_idle and plan.fp8 == "torchao":
+        components.transformer.to("cpu")  # torchao quantises on the device; park until the loop
+    return TalkingAvatarPipeline(components, placement=placement_for(plan), bucket_tables=bucket_tables)

@@ -28,6 +28,17 @@ from models.wan.attention import attention as wan_attention
 
 IMAGE_TOKENS = 257  # CLIP ViT-H/14 at 224 px: class token + 16 x 16 patches; hard-wired in the official code
 ROPE_POSITIONS = 1024
+# Submodules kept in the compute dtype under fp8 storage (small, or precision-sensitive).
+LAYERWISE_CASTING_SKIP = (
+    "patch_embedding",
+    "text_embedding",
+    "time_embedding",
+    "time_projection",
+    "img_emb",
+    "audio_proj",
+    "norm",
+    "head",
+)
 
 
 @dataclass(frozen=True)
@@ -387,7 +398,23 @@ class AvatarTransformer(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
+        """The compute dtype (the patch embedding's, which fp8 storage leaves alone)."""
         return self.patch_embedding.weight.dtype
+
+    def enable_layerwise_casting(
+        self, storage_dtype: torch.dtype = torch.float8_e4m3fn, compute_dtype: torch.dtype = torch.bfloat16
+    ) -> None:
+        """Store the blocks' Linear weights in ``storage_dtype`` and upcast each layer to ``compute_dtype``
+        for its matmul (diffusers layerwise casting, as ``ModelMixin.enable_layerwise_casting``). The
+        embeddings, projectors, norms and head keep ``compute_dtype``. Not numerically neutral."""
+        from diffusers.hooks import apply_layerwise_casting
+
+        apply_layerwise_casting(
+            self,
+            storage_dtype=storage_dtype,
+            compute_dtype=compute_dtype,
+            skip_modules_pattern=LAYERWISE_CASTING_SKIP,
+        )
 
     def forward(
         self,

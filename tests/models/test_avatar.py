@@ -292,3 +292,40 @@ def test_parking_placement_moves_each_network_per_phase(pipeline: TalkingAvatarP
     moved = {name for name, _ in placement.moves}
     assert {"AvatarTransformer", "WanT5EncoderModel", "VisionTower"} <= moved
     assert ("AvatarTransformer", "cpu") in placement.moves
+
+
+def test_memory_plans_stream_and_chunk_the_same_computation(checkpoint: Path, pipeline, media) -> None:
+    from models.avatar.pipeline import load_pipeline
+    from models.memory import MemoryPlan
+
+    def run(pipe: TalkingAvatarPipeline, req: AvatarRequest) -> tuple[np.ndarray, torch.Tensor]:
+        chunks: list[np.ndarray] = []
+        trace: dict[str, torch.Tensor] = {}
+        pipe.generate(req, on_frames=chunks.append, trace=trace)
+        return np.concatenate(chunks), trace["pass0.latents_final"]
+
+    plain_frames, plain_latents = run(pipeline, request(media))
+    plan = MemoryPlan(device="cpu", compute_dtype=torch.float32, block_streaming=True, ffn_chunk_tokens=2)
+    streamed = load_pipeline(checkpoint, device="cpu", dtype=torch.float32, plan=plan, bucket_tables=SMALL)
+    frames, latents = run(streamed, request(media))
+    # FFN slices change only matmul blocking: float32 rounding, at most one uint8 level after truncation
+    torch.testing.assert_close(latents, plain_latents, atol=1e-5, rtol=1e-5)
+    assert np.abs(frames.astype(int) - plain_frames.astype(int)).max() <= 1
+    fp8 = MemoryPlan(device="cpu", compute_dtype=torch.bfloat16, park_idle=True, fp8="layerwise")
+    stored = load_pipeline(checkpoint, device="cpu", dtype=torch.bfloat16, plan=fp8, bucket_tables=SMALL)
+    assert collect(stored, request(media, steps=1)).shape == (25, 16, 16, 3)
+
+
+def test_job_size_of_a_480p_window(media) -> None:
+    from models.avatar.pipeline import job_size
+
+    req = request(media)
+    size = job_size(req, validate_request(req))  # 48x40 portrait: aspect 1.2 -> 1.22 bucket, 704x576
+    assert (size.frame_height, size.frame_width) == (704, 576)
+    assert size.tokens == 21 * 44 * 36 and size.forwards_per_step == 1
+    assert (
+        job_size(
+            request(media, text_guide_scale=5.0, audio_guide_scale=4.0), validate_request(req)
+        ).forwards_per_step
+        == 3
+    )
