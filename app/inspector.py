@@ -183,9 +183,9 @@ class InspectorPanel(QWidget):
         self._row("File", asset.path + ("  — offline: relink it" if asset.missing else ""))
         if asset.kind is AssetKind.IMAGE:
             role = QComboBox(self._body)
-            role.addItem("Not a reference", None)
+            role.addItem("Not a reference", "")
             for r in ReferenceRole:
-                role.addItem(r.value.capitalize(), r)
+                role.addItem(r.value.capitalize(), r.value)  # Qt stores plain strings
             role.setCurrentIndex(0 if asset.role is None else list(ReferenceRole).index(asset.role) + 1)
             role.currentIndexChanged.connect(self._on_role_index_changed)
             self._form.addRow("Reference role", role)
@@ -200,8 +200,8 @@ class InspectorPanel(QWidget):
             self.editing.message.emit(str(exc))
 
     def _on_role_index_changed(self, index: int) -> None:
-        role = self.role.itemData(index) if self.role is not None else None
+        value = self.role.itemData(index) if self.role is not None else ""
         try:
-            self.editing.set_asset_role(self.asset_id, role)
+            self.editing.set_asset_role(self.asset_id, ReferenceRole(value) if value else None)
         except Exception as exc:
             self.editing.message.emit(str(exc))
