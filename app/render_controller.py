@@ -410,6 +410,11 @@ class RenderController(QObject):
         return self._submit(recipe, {"mode": "take", "take_of": clip_id}, shot_id=clip_id, preview=False,
                             label=f"Final: {_short(recipe.prompt)}", request_fields=self._request_fields_for(recipe))
 
+    def warm_up(self) -> None:
+        """Create the backend on the worker thread now (torch imports there); see ``RenderWorker.warm_up``."""
+        if not self._closed:
+            self.worker.warm_up()
+
     # -- queue actions (the panel calls these; errors become messages) ------------------------------
 
     def cancel(self, job_id: str) -> None:

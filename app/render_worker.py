@@ -95,7 +95,9 @@ class RenderWorker(QObject):
     job_finished = Signal(str, object)
     job_failed = Signal(str, str)
     job_stopped = Signal(str)
+    warmed_up = Signal()
     _run_requested = Signal(str, object, object)
+    _warm_requested = Signal()
 
     def __init__(self, backend_factory: Callable[[], Any]) -> None:
         super().__init__()
@@ -108,6 +110,7 @@ class RenderWorker(QObject):
         self._previews: dict[str, tuple[int, int, QImage, float]] = {}
         self._notified = False
         self.backend_created = 0  # how many times the factory ran (stays 1: the backend is kept)
+        self._warm_error: Exception | None = None
 
     # -- main thread -----------------------------------------------------------------------------
 
@@ -117,6 +120,7 @@ class RenderWorker(QObject):
         self._thread = thread
         self.moveToThread(thread)
         self._run_requested.connect(self._run, Qt.ConnectionType.QueuedConnection)
+        self._warm_requested.connect(self._warm, Qt.ConnectionType.QueuedConnection)
         _LIVE.add(thread)
         thread.start(QThread.Priority.LowPriority)
         return thread
@@ -134,6 +138,31 @@ class RenderWorker(QObject):
             raise RuntimeError("The render worker is already running a job.")
         self._busy.set()
         self._run_requested.emit(job_id, request, cancel)
+
+    def warm_up(self) -> None:
+        """Create the backend now, on the worker thread (imports torch there), if no job is running.
+
+        The first import of torch holds the GIL for long stretches (~250 ms on the 2-core development
+        machine), which briefly stalls the GUI thread too; warming up while the user is idle (after the
+        window has painted) moves that hiccup away from the first Generate click.
+        """
+        if self._thread is None:
+            self.start_thread()
+        self._warm_requested.emit()
+
+    @Slot()
+    def _warm(self) -> None:
+        try:
+            if self._backend is None:
+                self._backend = self._factory()
+                self.backend_created += 1
+            # A backend may offer to import its pipeline modules too (diffusers: another ~150 ms of GIL).
+            hook = getattr(self._backend, "warm_up", None)
+            if callable(hook):
+                hook()
+        except Exception as error:  # a job that needs the backend reports it in words
+            self._warm_error = error
+        self.warmed_up.emit()
 
     def take_updates(self) -> tuple[dict[str, Progress], dict[str, tuple[int, int, QImage, float]]]:
         """The newest Progress and preview of each job since the last call. Previews are
