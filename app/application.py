@@ -81,4 +81,9 @@ def run_gui(argv: Sequence[str] | None = None) -> int:
             QTimer.singleShot(0, lambda: window.open_project(path))
         else:
             window.show_message(f"{path} does not exist", 15000)
-    return int(app.exec())
+    elif not exit_after_paint:
+        QTimer.singleShot(0, window.check_untitled_recovery)
+    code = int(app.exec())
+    if window.isVisible():  # quit without closing the window (--exit-after-paint): stop its workers
+        window.shutdown()
+    return code

@@ -79,6 +79,41 @@ def write_autosave(project: Project, path: Path | None, queue: Any = None) -> Pa
     return Path(_persistence().write_autosave(project, owner, queue))
 
 
+def orphaned_untitled_autosaves() -> list[Path]:
+    """Autosaves of untitled projects whose app is no longer running (a crash before the first save)."""
+    folder = untitled_autosave_dir()
+    if not folder.is_dir():
+        return []
+    found = []
+    for candidate in sorted(folder.glob("untitled-*.autosave.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            pid = int(candidate.name.split("-", 1)[1].split(".", 1)[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            found.append(candidate)
+    return found
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but not ours (PermissionError), or a platform without signals
+        return True
+    return True
+
+
+def adopt_untitled_autosave(autosave: Path) -> Any:
+    """Load an orphaned untitled autosave and make it this process's untitled autosave."""
+    loaded = _persistence().load_recovery(autosave, None)
+    target = autosave_path(None)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(autosave, target)
+    return loaded
+
+
 def newer_autosave(path: Path) -> Path | None:
     """The autosave of ``path`` when it is newer than the file (a crash left it), else None."""
     return _persistence().find_recovery(path)

@@ -364,6 +364,30 @@ class MainWindow(QMainWindow):
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes)
         return answer == QMessageBox.StandardButton.Yes
 
+    def ask_recover_untitled(self, autosave: Path) -> bool:
+        answer = QMessageBox.question(
+            self, "Recover unsaved project?",
+            "An untitled project was not saved before the app closed unexpectedly. Recover it?\n\n"
+            "Choosing No deletes that backup.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def check_untitled_recovery(self) -> bool:
+        """Offer the newest autosave of an untitled project a crashed run left behind (at start-up)."""
+        for autosave in document.orphaned_untitled_autosaves():
+            if not self.ask_recover_untitled(autosave):
+                autosave.unlink(missing_ok=True)
+                continue
+            try:
+                loaded = document.adopt_untitled_autosave(autosave)
+            except Exception as exc:
+                self.show_message(f"Could not recover the untitled project: {exc}")
+                continue
+            self._set_document(loaded.project, None, clean=False, queue=loaded.queue)
+            self.show_message("Recovered the untitled project: save it to keep it")
+            return True
+        return False
+
     def choose_save_path(self) -> str:
         start = self.prefs.last_project_dir or str(Path.home())
         path, _ = QFileDialog.getSaveFileName(self, "Save Project", str(Path(start) / f"Untitled{document.PROJECT_SUFFIX}"),

@@ -168,3 +168,28 @@ def test_recent_projects_menu_and_preferences_persist(qtbot, window, tmp_path, p
     again = Preferences(QSettings(prefs.settings.fileName(), QSettings.Format.IniFormat))
     assert again.snapping is False
     assert again.recent_projects()[0] == str(target.resolve())
+
+
+def test_an_untitled_project_left_by_a_crash_is_offered_at_start(qtbot, window, media_dir, tmp_path):
+    from app import document
+
+    _add_media(qtbot, window, media_dir / "tone.wav")
+    expected = window.doc.project.to_dict()
+    # The autosave of an untitled project, as a run with another (now dead) process id left it.
+    mine = document.write_autosave(window.doc.project, None)
+    orphan = mine.with_name("untitled-999999.autosave.json")
+    mine.rename(orphan)
+    window.doc.stack.setClean()
+    window.new_project()
+    asked = []
+    window.ask_recover_untitled = lambda path: asked.append(path) or True
+    assert window.check_untitled_recovery()
+    assert asked == [orphan]
+    assert window.doc.project.to_dict() == expected
+    assert window.doc.path is None
+    assert window.isWindowModified()
+    assert not orphan.exists()
+    assert document.autosave_path(None).exists()  # now this run's backup, removed when saved
+    target = tmp_path / "rescued.srproj"
+    assert window.save_to(target)
+    assert not document.autosave_path(None).exists()
