@@ -471,6 +471,7 @@ class MainWindow(QMainWindow):
             document.remove_autosave(self.doc.path)
         project = loaded.project
         self._set_document(project, path, clean=not recovered, queue=loaded.queue)
+        QTimer.singleShot(0, self.doc.timeline.zoom_to_fit)  # once the new timeline has its size
         self.prefs.add_recent_project(path)
         self.prefs.last_project_dir = str(path.parent)
         missing = project.missing_assets()

@@ -38,7 +38,17 @@ from PySide6.QtGui import (
     QPolygonF,
     QWheelEvent,
 )
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QScrollBar, QSizePolicy, QSlider, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QScrollBar,
+    QSizePolicy,
+    QSlider,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app import theme
 from app.timecode import format_timecode, ruler_step
@@ -107,6 +117,7 @@ class QtTimelineView(QWidget):
         self._media = media
         self.px_per_frame = 4.0
         self.scroll_px = 0.0
+        self.scroll_y = 0.0
         self.playhead = 0
         self.in_point: int | None = None
         self.out_point: int | None = None
@@ -135,8 +146,8 @@ class QtTimelineView(QWidget):
             (project.clip_added, self._on_project_clip_added),
             (project.clip_removed, self._on_project_clip_removed),
             (project.clip_changed, self._on_project_changed),
-            (project.track_added, self._on_project_changed),
-            (project.track_removed, self._on_project_changed),
+            (project.track_added, self._on_project_tracks_changed),
+            (project.track_removed, self._on_project_tracks_changed),
             (project.track_changed, self._on_project_changed),
             (project.marker_added, self._on_project_changed),
             (project.marker_removed, self._on_project_changed),
@@ -166,6 +177,11 @@ class QtTimelineView(QWidget):
         self._schedule_repaint()
 
     def _on_project_changed(self, *args: Any) -> None:
+        self._schedule_repaint()
+
+    def _on_project_tracks_changed(self, *args: Any) -> None:
+        self.updateGeometry()
+        self.view_changed.emit()  # the vertical scroll range changed
         self._schedule_repaint()
 
     def _schedule_repaint(self, *args: Any) -> None:
@@ -198,7 +214,7 @@ class QtTimelineView(QWidget):
     def track_rows(self) -> list[tuple[Track, int, int]]:
         """(track, top y, height) for every track, top to bottom."""
         rows = []
-        y = RULER_H
+        y = RULER_H - int(self.scroll_y)
         for track in self._project.tracks:
             h = TRACK_H[track.kind]
             rows.append((track, y, h))
@@ -206,6 +222,8 @@ class QtTimelineView(QWidget):
         return rows
 
     def track_at_y(self, y: float) -> Track | None:
+        if y < RULER_H:
+            return None
         for track, top, h in self.track_rows():
             if top <= y < top + h:
                 return track
@@ -272,6 +290,23 @@ class QtTimelineView(QWidget):
         self.scroll_px = max(0.0, float(px))
         self.view_changed.emit()
         self.update()
+
+    def content_height_px(self) -> int:
+        return sum(TRACK_H[t.kind] for t in self._project.tracks)
+
+    def max_scroll_y(self) -> int:
+        return max(0, self.content_height_px() - (self.height() - RULER_H))
+
+    def set_scroll_y(self, px: float) -> None:
+        self.scroll_y = float(min(max(0.0, px), self.max_scroll_y()))
+        self.view_changed.emit()
+        self.update()
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        if self.scroll_y > self.max_scroll_y():
+            self.scroll_y = float(self.max_scroll_y())
+        self.view_changed.emit()
 
     def ensure_frame_visible(self, frame: int) -> None:
         """Page the view when the playhead leaves it (as editors do during playback)."""
@@ -341,9 +376,13 @@ class QtTimelineView(QWidget):
         first = max(0, self._frame_at_x_floor(max(HEADER_W, clip_region.left())) - 1)
         last = self._frame_at_x_floor(clip_region.right()) + 2
         rows = self.track_rows()
+        # Tracks scroll vertically under the fixed ruler.
+        painter.save()
+        painter.setClipRect(QRectF(0, RULER_H, self.width(), self.height() - RULER_H))
         self._paint_lanes(painter, rows, first, last, clip_region)
         self._paint_markers_lines(painter, rows)
         self._paint_ghosts(painter)
+        painter.restore()
         self._paint_ruler(painter, first, last)
         self._paint_headers(painter, rows)
         self._paint_playhead(painter)
@@ -610,6 +649,8 @@ class QtTimelineView(QWidget):
         p.drawText(QRectF(6, 0, HEADER_W - 8, RULER_H), Qt.AlignmentFlag.AlignVCenter,
                    format_timecode(self.playhead, self.fps()))
         p.setFont(self._font)
+        p.save()
+        p.setClipRect(QRectF(0, RULER_H, HEADER_W, self.height() - RULER_H))
         for track, top, h in rows:
             box = QRectF(0, top, HEADER_W, h)
             p.fillRect(box.adjusted(0, 0, 0, -1), QColor("#2a2c33") if track.kind is TrackKind.VIDEO else QColor("#272a30"))
@@ -628,6 +669,7 @@ class QtTimelineView(QWidget):
                 ic.paint(p, r.adjusted(2, 2, -2, -2).toRect())
             p.setPen(QPen(theme.BORDER))
             p.drawLine(QPointF(0, top + h - 0.5), QPointF(HEADER_W, top + h - 0.5))
+        p.restore()
         p.setPen(QPen(theme.BORDER))
         p.drawLine(QPointF(HEADER_W - 0.5, 0), QPointF(HEADER_W - 0.5, self.height()))
 
@@ -763,7 +805,19 @@ class QtTimelineView(QWidget):
             self.message.emit(str(exc))
             return None
 
+    def marker_at(self, pos: QPointF) -> Any:
+        if pos.y() >= RULER_H or pos.x() < HEADER_W:
+            return None
+        for marker in self._project.markers:
+            if abs(self.x_for_frame(marker.frame) - pos.x()) <= 5:
+                return marker
+        return None
+
     def _update_cursor(self, pos: QPointF) -> None:
+        marker = self.marker_at(pos)
+        tip = f"{marker.name} — {format_timecode(marker.frame, self.fps())}" if marker is not None else ""
+        if tip != self.toolTip():
+            self.setToolTip(tip)
         shape = Qt.CursorShape.ArrowCursor
         if pos.x() >= HEADER_W and pos.y() >= RULER_H:
             clip = self.clip_at(pos)
@@ -870,6 +924,36 @@ class QtTimelineView(QWidget):
                 self._call_edit(self._editing.set_track_muted, track.track_id, not track.muted)
             return
 
+    def contextMenuEvent(self, event: Any) -> None:
+        pos = QPointF(event.pos())
+        clip = self.clip_at(pos)
+        menu = QMenu(self)
+        if clip is not None:
+            if clip.clip_id not in self.selected:
+                self.set_selection({clip.clip_id})
+            ids = sorted(self.selected)
+            frame = self.frame_at_x(pos.x())
+            menu.addAction(theme.icon("split"), "Split Here",
+                           lambda: self._call_edit(self._editing.split_at, frame, ids))
+            menu.addAction("Lift", lambda: self._call_edit(self._editing.lift, ids))
+            menu.addAction("Ripple Delete", lambda: self._call_edit(self._editing.ripple_delete, ids))
+            if self._project.track(clip.track_id).kind is TrackKind.AUDIO:
+                level = menu.addMenu("Level")
+                for db in (6.0, 3.0, 0.0, -3.0, -6.0, -12.0):
+                    level.addAction(f"{db:+.0f} dB", lambda d=db: [self._call_edit(self._editing.set_clip_gain, c, d, False)
+                                                                for c in ids])
+            menu.addSeparator()
+            menu.addAction("Move Playhead to Clip Start", lambda: self._scrub_to(clip.start))
+        else:
+            frame = self.frame_at_x(pos.x())
+            menu.addAction("Move Playhead Here", lambda: self._scrub_to(frame))
+            menu.addAction(theme.icon("marker"), "Add Marker Here",
+                           lambda: self._call_edit(self._editing.add_marker, frame))
+            marker = self.marker_at(pos)
+            if marker is not None:
+                menu.addAction("Remove Marker", lambda: self._call_edit(self._editing.remove_marker_near, marker.frame))
+        menu.exec(event.globalPos())
+
     def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
         clip = self.clip_at(event.position())
         if clip is not None:
@@ -878,8 +962,11 @@ class QtTimelineView(QWidget):
     def wheelEvent(self, event: QWheelEvent) -> None:
         delta = event.angleDelta()
         steps = (delta.y() or delta.x()) / 120.0
-        if event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+        modifiers = event.modifiers()
+        if modifiers & Qt.KeyboardModifier.ControlModifier:
             self.set_zoom(self.px_per_frame * (1.25 ** steps), anchor_x=event.position().x())
+        elif modifiers & Qt.KeyboardModifier.ShiftModifier:
+            self.set_scroll_y(self.scroll_y - steps * 40)
         else:
             self.set_scroll(self.scroll_px - steps * 80)
         event.accept()
@@ -1015,11 +1102,18 @@ class TimelinePanel(QWidget):
         row.addWidget(zoom_in)
         self.scrollbar = QScrollBar(Qt.Orientation.Horizontal, self)
         self.scrollbar.valueChanged.connect(self._on_scrollbar_moved)
+        self.vscrollbar = QScrollBar(Qt.Orientation.Vertical, self)
+        self.vscrollbar.valueChanged.connect(self._on_vscrollbar_moved)
+        middle = QHBoxLayout()
+        middle.setContentsMargins(0, 0, 0, 0)
+        middle.setSpacing(0)
+        middle.addWidget(view, 1)
+        middle.addWidget(self.vscrollbar)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
         layout.addWidget(bar)
-        layout.addWidget(view, 1)
+        layout.addLayout(middle, 1)
         layout.addWidget(self.scrollbar)
         view.view_changed.connect(self._sync_from_view)
         self._syncing = False
@@ -1046,6 +1140,10 @@ class TimelinePanel(QWidget):
         if not self._syncing:
             self.view.set_scroll(value)
 
+    def _on_vscrollbar_moved(self, value: int) -> None:
+        if not self._syncing:
+            self.view.set_scroll_y(value)
+
     def _sync_from_view(self) -> None:
         self._syncing = True
         try:
@@ -1056,6 +1154,11 @@ class TimelinePanel(QWidget):
             self.scrollbar.setSingleStep(40)
             self.scrollbar.setRange(0, int(max(0.0, view.content_width_px() - page, view.scroll_px)))
             self.scrollbar.setValue(int(view.scroll_px))
+            vmax = view.max_scroll_y()
+            self.vscrollbar.setVisible(vmax > 0)
+            self.vscrollbar.setPageStep(max(1, view.height() - RULER_H))
+            self.vscrollbar.setRange(0, vmax)
+            self.vscrollbar.setValue(int(view.scroll_y))
         finally:
             self._syncing = False
 

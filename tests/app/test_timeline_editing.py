@@ -337,3 +337,21 @@ def test_new_tracks_come_from_the_timeline_menu(qtbot, window):
     kinds = [t.kind for t in window.doc.project.tracks]
     assert kinds.count(TrackKind.VIDEO) == before.count(TrackKind.VIDEO) + 1
     assert kinds[0] is TrackKind.VIDEO and kinds[-1] is TrackKind.AUDIO
+
+
+def test_many_tracks_scroll_vertically_and_stay_clickable(qtbot, window, media_dir):
+    (asset_id,) = _import(qtbot, window, media_dir / "tone.wav")
+    for _ in range(6):
+        window.act_add_audio_track.trigger()
+    panel = window.doc.timeline_panel
+    timeline = window.doc.timeline
+    window.main_splitter.setSizes([700, 260])
+    qtbot.waitUntil(lambda: panel.vscrollbar.isVisible(), timeout=3000)
+    last = window.doc.project.tracks[-1]
+    clip_id = window.doc.editing.add_clip(asset_id, last.track_id, 0)
+    panel.vscrollbar.setValue(panel.vscrollbar.maximum())
+    top, h = timeline.track_top(last.track_id)
+    assert top + h <= timeline.height() + 1, "the bottom track is scrolled into view"
+    qtbot.mouseClick(timeline, Qt.MouseButton.LeftButton, pos=QPoint(int(timeline.x_for_frame(3)), top + 8))
+    assert timeline.selected == {clip_id}
+    wait_idle(qtbot, window)
