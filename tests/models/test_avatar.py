@@ -329,3 +329,14 @@ def test_job_size_of_a_480p_window(media) -> None:
         ).forwards_per_step
         == 3
     )
+
+
+def test_stored_noise_replaces_the_random_draws(pipeline: TalkingAvatarPipeline, media) -> None:
+    trace: dict[str, torch.Tensor] = {}
+    chunks: list[np.ndarray] = []
+    pipeline.generate(request(media, seed=1), on_frames=chunks.append, trace=trace)
+    injected: list[np.ndarray] = []
+    pipeline.generate(request(media, seed=2), on_frames=injected.append, stored_noise=[trace["pass0.noise"]])
+    np.testing.assert_array_equal(np.concatenate(injected), np.concatenate(chunks))
+    with pytest.raises(ValueError, match="stored noise has 0 draws"):
+        pipeline.generate(request(media), stored_noise=[])
