@@ -253,7 +253,7 @@ class JobDelegate(QStyledItemDelegate):
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
         job = index.data(JobRole)
-        extra = 16 if job is not None and job.error else 0
+        extra = 28 if job is not None and job.error else 0
         return QSize(max(320, option.rect.width()), ROW_H + extra)
 
     def paint(self, p: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
@@ -311,8 +311,14 @@ class JobDelegate(QStyledItemDelegate):
                        fm2.elidedText(job.status, Qt.TextElideMode.ElideRight, width))
         if job.error:
             p.setPen(STATE_COLOURS[JobState.FAILED] if job.state is JobState.FAILED else theme.TEXT_DIM)
-            p.drawText(QRect(left, r.top() + 60, width, 30), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop,
-                       fm2.elidedText(job.error, Qt.TextElideMode.ElideRight, width))
+            # Up to two lines, word-wrapped; the full text is in the tooltip.
+            box = QRect(left, r.top() + 60, width, 2 * fm2.lineSpacing() + 2)
+            text = job.error
+            if fm2.boundingRect(box, Qt.TextFlag.TextWordWrap, text).height() > box.height():
+                while text and fm2.boundingRect(box, Qt.TextFlag.TextWordWrap, text + "…").height() > box.height():
+                    text = text[:-4]
+                text += "…"
+            p.drawText(box, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop | Qt.TextFlag.TextWordWrap, text)
         p.restore()
 
 
@@ -348,9 +354,21 @@ class RenderPanel(QWidget):
         self.preview.setObjectName("renderPreview")
         self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.preview.setMinimumHeight(150)
+        self.preview.setMaximumHeight(260)
         self.preview.setStyleSheet("background:#111317; color:#8d93a0; border-radius:3px;")
         self.preview_caption = QLabel("")
         self.preview_caption.setStyleSheet("color:#8d93a0;")
+        self.preview_caption.setWordWrap(True)
+        self.play_button = QPushButton("▶ Play finished piece")
+        self.play_button.setObjectName("render_play_piece")
+        self.play_button.setToolTip("Play the newest finished piece of the selected job (pieces are playable "
+                                    "while the rest still renders)")
+        self.play_button.clicked.connect(lambda: self._guard(self.play_selected_piece))
+        self._player_frames: list[QImage] = []
+        self._player_index = 0
+        self._player_timer = QTimer(self)
+        self._player_timer.timeout.connect(self._on_player_timer_timeout)
+        self.playing_piece = ""
         self.buttons: dict[str, QPushButton] = {}
         row = QHBoxLayout()
         row.setSpacing(4)
@@ -365,15 +383,19 @@ class RenderPanel(QWidget):
         row.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        layout.addWidget(self.preview, 2)
-        layout.addWidget(self.preview_caption)
+        layout.addWidget(self.preview, 0)
+        caption_row = QHBoxLayout()
+        caption_row.addWidget(self.preview_caption, 1)
+        caption_row.addWidget(self.play_button)
+        layout.addLayout(caption_row)
         layout.addLayout(row)
-        layout.addWidget(self.view, 3)
+        layout.addWidget(self.view, 1)
         self._tick = QTimer(self, interval=1000)
         self._tick.timeout.connect(self._on_tick_timeout)
         self._tick.start()
         controller.queue_replaced.connect(self._on_controller_queue_replaced)
         controller.preview_changed.connect(self._on_controller_preview_changed)
+        controller.piece_ready.connect(lambda *a: self._update_buttons())
         self.model.dataChanged.connect(lambda *a: self._update_buttons())
         self.model.rowsInserted.connect(lambda *a: self._update_buttons())
         self.model.rowsRemoved.connect(lambda *a: self._update_buttons())
@@ -432,7 +454,9 @@ class RenderPanel(QWidget):
         self.buttons["retry"].setEnabled(state in (JobState.FAILED, JobState.CANCELLED))
         self.buttons["remove"].setEnabled(job is not None and state is not JobState.RUNNING)
         self.buttons["clear"].setEnabled(any(j.is_done for j in self.model.queue.jobs))
-        self._show_preview()
+        self.play_button.setEnabled(job is not None and bool(job.piece_paths))
+        if not self._player_timer.isActive():
+            self._show_preview()
 
     def _show_menu(self, pos: Any) -> None:
         index = self.view.indexAt(pos)
@@ -459,7 +483,44 @@ class RenderPanel(QWidget):
 
     def _on_controller_preview_changed(self, job_id: str) -> None:
         self.model.job_changed(job_id)
-        self._show_preview()
+        if not self._player_timer.isActive():
+            self._show_preview()
+
+    # playing finished pieces
+    def play_selected_piece(self) -> None:
+        job = self.selected_job()
+        if job is None or not job.piece_paths:
+            raise ValueError("The selected job has no finished piece yet.")
+        self.play_piece(job.piece_paths[-1], f"{job.label} — piece {len(job.piece_paths)} (finished)")
+
+    def play_piece(self, path: str, caption: str = "") -> None:
+        """Decode a finished piece off the GUI thread, then loop it once in the preview picture."""
+        size = self.preview.size()
+        self.controller.window.pool.submit(
+            _decode_piece, path, (max(64, size.width()), max(64, size.height())),
+            on_done=lambda result: self._start_player(path, caption, *result),
+            on_error=lambda exc: self.controller.message.emit(f"Cannot play the piece: {exc}"))
+
+    def _start_player(self, path: str, caption: str, frames: list[QImage], fps: float) -> None:
+        if not frames:
+            return
+        self._player_frames, self._player_index = frames, 0
+        self.playing_piece = path
+        self.preview_caption.setText(caption or path)
+        self._player_timer.start(int(1000 / max(1.0, fps)))
+        self._on_player_timer_timeout()
+
+    def _on_player_timer_timeout(self) -> None:
+        if self._player_index >= len(self._player_frames):
+            self._player_timer.stop()
+            self._player_frames = []
+            self.playing_piece = ""
+            self._show_preview()
+            return
+        from PySide6.QtGui import QPixmap
+
+        self.preview.setPixmap(QPixmap.fromImage(self._player_frames[self._player_index]))
+        self._player_index += 1
 
     def shown_preview_job(self) -> str:
         """The job whose preview the large picture shows ("" for none)."""
@@ -485,6 +546,22 @@ class RenderPanel(QWidget):
         self.preview.setPixmap(pixmap)
         self._shown_job = job.job_id
         self.preview_caption.setText(f"{job.label} — latent preview, piece {piece + 1}, step {step}")
+
+
+def _decode_piece(path: str, box: tuple[int, int]) -> tuple[list[QImage], float]:
+    """Worker function: the frames of a finished piece as QImages fitted in ``box`` (at most 10 s)."""
+    from core.media.decode import VideoReader
+
+    frames: list[QImage] = []
+    with VideoReader(path) as reader:
+        fps = float(reader.fps or 24.0)
+        limit = min(len(reader), int(fps * 10))
+        for rgb in reader.iter_frames(0, limit):
+            h, w = rgb.shape[:2]
+            image = QImage(rgb.tobytes(), w, h, w * 3, QImage.Format.Format_RGB888).copy()
+            frames.append(image.scaled(box[0], box[1], Qt.AspectRatioMode.KeepAspectRatio,
+                                       Qt.TransformationMode.SmoothTransformation))
+    return frames, fps
 
 
 def _empty_pixmap() -> Any:
@@ -531,9 +608,9 @@ class TimelineRenderOverlay(QWidget):
         font.setPointSizeF(8.0)
         p.setFont(font)
         ctrl = self.controller
-        for job in list(ctrl.queue.jobs):
-            if job.state not in (JobState.QUEUED, JobState.RUNNING, JobState.PAUSED):
-                continue
+        jobs = [j for j in ctrl.queue.jobs if j.state in (JobState.QUEUED, JobState.RUNNING, JobState.PAUSED)]
+        jobs.sort(key=lambda j: j.state is JobState.RUNNING)  # the running one on top
+        for job in jobs:
             try:
                 place = ctrl.placeholder(job)
                 if place is None:

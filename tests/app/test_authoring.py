@@ -273,6 +273,14 @@ def test_tiny_local_backend_shot_preview_then_undo(window, qtbot, media_dir, tmp
     assert clip.start == 80 and clip.duration > 0
     asset = window.doc.project.asset(clip.asset_id)
     assert asset.kind is AssetKind.VIDEO and asset.width > 0
+    # The finished piece is playable from the queue panel.
+    panel = studio.ui.panel
+    panel.select_job(job.job_id)
+    assert job.piece_paths and panel.play_button.isEnabled()
+    qtbot.mouseClick(panel.play_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.playing_piece == job.piece_paths[-1], timeout=10000)
+    assert not panel.preview.pixmap().isNull()
+    qtbot.waitUntil(lambda: panel.playing_piece == "", timeout=10000)  # it plays once, then stops
     # A second job reuses the loaded pipeline (the backend is created once).
     studio.rerender(clip_id, seed=7)
     assert _landed(qtbot, studio, timeout=120000) == clip_id
