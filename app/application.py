@@ -50,7 +50,9 @@ class _FirstPaintProbe(QObject):
         if not self._done and event.type() == QEvent.Type.Paint:
             self._done = True
             heavy = sorted(m for m in ("torch", "diffusers", "transformers") if m in sys.modules)
-            print(f"first-paint {time.perf_counter():.6f} heavy-modules={','.join(heavy) or 'none'}", flush=True)
+            print(
+                f"first-paint {time.perf_counter():.6f} heavy-modules={','.join(heavy) or 'none'}", flush=True
+            )
             QTimer.singleShot(0, self._app.quit)
         return False
 

@@ -119,7 +119,9 @@ class QtAssetListModel(QAbstractListModel):
     def asset_at(self, row: int) -> Asset:
         return self._project.asset(self._ids[row])
 
-    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def data(
+        self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
         if not index.isValid() or not 0 <= index.row() < len(self._ids):
             return None
         asset = self._project.asset(self._ids[index.row()])
@@ -161,11 +163,17 @@ class QtAssetListModel(QAbstractListModel):
         if self._media is not None and not asset.missing:
             image = self._media.poster(asset)
         if image is not None and not image.isNull():
-            scaled = image.scaled(ICON_SIZE, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
-            painter.drawImage((ICON_SIZE.width() - scaled.width()) // 2, (ICON_SIZE.height() - scaled.height()) // 2, scaled)
+            scaled = image.scaled(
+                ICON_SIZE, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+            )
+            painter.drawImage(
+                (ICON_SIZE.width() - scaled.width()) // 2, (ICON_SIZE.height() - scaled.height()) // 2, scaled
+            )
         else:
             name = {"video": "video", "image": "image", "audio": "audio"}[asset.kind.value]
-            theme.icon("warning" if asset.missing else name).paint(painter, pix.rect().adjusted(44, 16, -44, -16))
+            theme.icon("warning" if asset.missing else name).paint(
+                painter, pix.rect().adjusted(44, 16, -44, -16)
+            )
         if asset.role is not None:
             painter.fillRect(0, ICON_SIZE.height() - 14, 74, 14, QColor(ROLE_COLOURS[asset.role]))
             painter.setPen(QColor("#15171b"))
@@ -221,7 +229,12 @@ class AssetFilterModel(QSortFilterProxyModel):
         kind = index.data(KIND_ROLE)
         search = index.data(SEARCH_ROLE) or ""
         if self._kind == "references":
-            if " character" not in search and " object" not in search and " background" not in search and " style" not in search:
+            if (
+                " character" not in search
+                and " object" not in search
+                and " background" not in search
+                and " style" not in search
+            ):
                 return False
         elif self._kind != "all" and kind != self._kind:
             return False
@@ -271,7 +284,9 @@ class BinPanel(QWidget):
     relink_requested = Signal(str)
     add_to_timeline_requested = Signal(str)
 
-    def __init__(self, project: Project, editing: Any, media: Any = None, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, project: Project, editing: Any, media: Any = None, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.project = project
         self.editing = editing
@@ -285,8 +300,13 @@ class BinPanel(QWidget):
         self.search.setClearButtonEnabled(True)
         self.search.textChanged.connect(self.proxy.set_text)
         self.kind = QComboBox(self)
-        for label, key in (("All", "all"), ("Video", "video"), ("Images", "image"), ("Audio", "audio"),
-                           ("References", "references")):
+        for label, key in (
+            ("All", "all"),
+            ("Video", "video"),
+            ("Images", "image"),
+            ("Audio", "audio"),
+            ("References", "references"),
+        ):
             self.kind.addItem(label, key)
         self.kind.currentIndexChanged.connect(lambda _i: self.proxy.set_kind(self.kind.currentData()))
         import_button = QToolButton(self)
@@ -392,16 +412,22 @@ class BinPanel(QWidget):
         if index.isValid():
             asset_id = index.data(ASSET_ID_ROLE)
             asset = self.project.asset(asset_id)
-            menu.addAction("Add to timeline at playhead", lambda: self.add_to_timeline_requested.emit(asset_id))
+            menu.addAction(
+                "Add to timeline at playhead", lambda: self.add_to_timeline_requested.emit(asset_id)
+            )
             if asset.kind is AssetKind.IMAGE:
                 roles = menu.addMenu("Reference role")
                 for role in ReferenceRole:
-                    action = roles.addAction(role.value.capitalize(),
-                                             lambda r=role: self._run(self.editing.set_asset_role, asset_id, r))
+                    action = roles.addAction(
+                        role.value.capitalize(),
+                        lambda r=role: self._run(self.editing.set_asset_role, asset_id, r),
+                    )
                     action.setCheckable(True)
                     action.setChecked(asset.role is role)
                 roles.addSeparator()
-                roles.addAction("Not a reference", lambda: self._run(self.editing.set_asset_role, asset_id, None))
+                roles.addAction(
+                    "Not a reference", lambda: self._run(self.editing.set_asset_role, asset_id, None)
+                )
             menu.addAction(theme.icon("relink"), "Relink…", lambda: self.relink_requested.emit(asset_id))
             menu.addSeparator()
             ids = self.selected_asset_ids() or [asset_id]

@@ -23,8 +23,12 @@ PROJECT_SUFFIX = ".srproj"
 def new_project() -> Project:
     """An empty project with the usual tracks: V2 over V1, then A1 and A2."""
     project = Project(ProjectSettings(name="Untitled"))
-    for name, kind in (("V2", TrackKind.VIDEO), ("V1", TrackKind.VIDEO), ("A1", TrackKind.AUDIO),
-                       ("A2", TrackKind.AUDIO)):
+    for name, kind in (
+        ("V2", TrackKind.VIDEO),
+        ("V1", TrackKind.VIDEO),
+        ("A1", TrackKind.AUDIO),
+        ("A2", TrackKind.AUDIO),
+    ):
         project.insert_track(Track(new_id(), kind, name))
     return project
 
@@ -85,7 +89,9 @@ def orphaned_untitled_autosaves() -> list[Path]:
     if not folder.is_dir():
         return []
     found = []
-    for candidate in sorted(folder.glob("untitled-*.autosave.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+    for candidate in sorted(
+        folder.glob("untitled-*.autosave.json"), key=lambda p: p.stat().st_mtime, reverse=True
+    ):
         try:
             pid = int(candidate.name.split("-", 1)[1].split(".", 1)[0])
         except ValueError:
@@ -134,8 +140,9 @@ def export_cancelled_types() -> tuple[type[BaseException], ...]:
     return (RenderCancelled,)
 
 
-def export_job(project: Project, path: Path, in_out: tuple[int | None, int | None] = (None, None)
-               ) -> Callable[[Callable[[int, int], None], threading.Event], Any]:
+def export_job(
+    project: Project, path: Path, in_out: tuple[int | None, int | None] = (None, None)
+) -> Callable[[Callable[[int, int], None], threading.Event], Any]:
     """A job for :class:`app.workers.ExportWorker`: renders a snapshot of the timeline to ``path``.
 
     The snapshot (``Project.from_dict(project.to_dict())``) is taken here, on the main thread, so later
@@ -147,7 +154,8 @@ def export_job(project: Project, path: Path, in_out: tuple[int | None, int | Non
     start, end = in_out
 
     def job(progress: Callable[[int, int], None], cancel: threading.Event) -> Any:
-        return timeline_render.export_timeline(snapshot, path, progress=progress, cancel=cancel,
-                                               start=start, end=end)
+        return timeline_render.export_timeline(
+            snapshot, path, progress=progress, cancel=cancel, start=start, end=end
+        )
 
     return job

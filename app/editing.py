@@ -19,7 +19,17 @@ from app.media_jobs import asset_from_info, probe_file
 from app.undo import UndoController
 from app.workers import WorkerPool
 from core import edits
-from core.project import AssetKind, Clip, Marker, Project, ReferenceRole, Track, TrackKind, new_id, track_accepts
+from core.project import (
+    AssetKind,
+    Clip,
+    Marker,
+    Project,
+    ReferenceRole,
+    Track,
+    TrackKind,
+    new_id,
+    track_accepts,
+)
 
 DEFAULT_STILL_SECONDS = 5
 
@@ -37,8 +47,9 @@ class EditingController(QObject):
     import_finished = Signal(list, list)
     clips_placed = Signal(list)
 
-    def __init__(self, project: Project, undo: UndoController, pool: WorkerPool,
-                 parent: QObject | None = None) -> None:
+    def __init__(
+        self, project: Project, undo: UndoController, pool: WorkerPool, parent: QObject | None = None
+    ) -> None:
         super().__init__(parent)
         self.project = project
         self.undo = undo
@@ -54,8 +65,12 @@ class EditingController(QObject):
     def imports_pending(self) -> int:
         return self._imports_pending
 
-    def import_files(self, paths: Sequence[str], place: tuple[str | None, int] | None = None,
-                     on_done: Callable[[list[str]], None] | None = None) -> None:
+    def import_files(
+        self,
+        paths: Sequence[str],
+        place: tuple[str | None, int] | None = None,
+        on_done: Callable[[list[str]], None] | None = None,
+    ) -> None:
         """Probe ``paths`` in the background, then add them to the bin as one undo step.
 
         With ``place=(track_id, start)`` the new assets are also placed on the timeline from ``start``
@@ -81,13 +96,19 @@ class EditingController(QObject):
 
         for path in paths:
             self.pool.submit(
-                probe_file, path,
+                probe_file,
+                path,
                 on_done=lambda info, p=path: _one_done(p, info),
                 on_error=lambda exc, p=path: _one_done(p, error=exc),
             )
 
-    def _land_import(self, infos: list[Any], errors: list[tuple[str, str]],
-                     place: tuple[str | None, int] | None, on_done: Callable[[list[str]], None] | None) -> None:
+    def _land_import(
+        self,
+        infos: list[Any],
+        errors: list[tuple[str, str]],
+        place: tuple[str | None, int] | None,
+        on_done: Callable[[list[str]], None] | None,
+    ) -> None:
         fps = self.project.settings.fps
         known = {Path(a.path).resolve() for a in self.project.assets}
         assets = []
@@ -105,7 +126,9 @@ class EditingController(QObject):
                 asset = by_path.get(Path(info.path).resolve())
                 if asset is None:
                     continue
-                clip_edits = self._placement_edits(asset, track_id, start, [e for e in children if isinstance(e, edits.AddClip)])
+                clip_edits = self._placement_edits(
+                    asset, track_id, start, [e for e in children if isinstance(e, edits.AddClip)]
+                )
                 if not clip_edits:
                     errors.append((str(info.path), "no free track can take it"))
                     continue
@@ -141,25 +164,39 @@ class EditingController(QObject):
             return DEFAULT_STILL_SECONDS * self.project.settings.fps
         return max(1, int(asset.duration_frames))
 
-    def _free_track(self, kind: TrackKind, asset: Any, start: int, length: int, preferred: str | None,
-                    pending: Sequence[edits.AddClip]) -> Track | None:
-        tracks = [t for t in self.project.tracks if t.kind is kind and not t.locked and track_accepts(t.kind, asset)]
+    def _free_track(
+        self,
+        kind: TrackKind,
+        asset: Any,
+        start: int,
+        length: int,
+        preferred: str | None,
+        pending: Sequence[edits.AddClip],
+    ) -> Track | None:
+        tracks = [
+            t for t in self.project.tracks if t.kind is kind and not t.locked and track_accepts(t.kind, asset)
+        ]
         if preferred is not None:
             tracks.sort(key=lambda t: t.track_id != preferred)
 
         def free(track: Track) -> bool:
             if not track.is_free(start, start + length):
                 return False
-            return all(not (p.clip.track_id == track.track_id and p.clip.start < start + length and start < p.clip.end)
-                       for p in pending)
+            return all(
+                not (
+                    p.clip.track_id == track.track_id and p.clip.start < start + length and start < p.clip.end
+                )
+                for p in pending
+            )
 
         for track in tracks:
             if free(track):
                 return track
         return None
 
-    def _placement_edits(self, asset: Any, track_id: str | None, start: int,
-                         pending: Sequence[edits.AddClip] = ()) -> list[edits.AddClip]:
+    def _placement_edits(
+        self, asset: Any, track_id: str | None, start: int, pending: Sequence[edits.AddClip] = ()
+    ) -> list[edits.AddClip]:
         """AddClip edits for putting ``asset`` at ``start``: pictures (a video's with its own sound) on a
         video track, sound files on an audio track; ``track_id`` first when it is free and fits."""
         length = self.default_length(asset)
@@ -188,9 +225,13 @@ class EditingController(QObject):
         delta = sum(start - self.project.clip(cid).start for cid, _, start in moves)
         # Move in an order where no clip lands on a selected clip that has not moved yet.
         ordered = sorted(moves, key=lambda m: self.project.clip(m[0]).start, reverse=delta > 0)
-        children = [edits.MoveClip(cid, start, tid if tid != self.project.clip(cid).track_id else None)
-                    for cid, tid, start in ordered]
-        self.push(children[0] if len(children) == 1 else edits.Compound(f"Move {len(children)} clips", children))
+        children = [
+            edits.MoveClip(cid, start, tid if tid != self.project.clip(cid).track_id else None)
+            for cid, tid, start in ordered
+        ]
+        self.push(
+            children[0] if len(children) == 1 else edits.Compound(f"Move {len(children)} clips", children)
+        )
 
     def trim_clip(self, clip_id: str, side: str, frame: int) -> None:
         trim_side = edits.TrimSide.HEAD if side in ("left", "head") else edits.TrimSide.TAIL
@@ -238,7 +279,9 @@ class EditingController(QObject):
     def add_marker(self, frame: int, name: str = "") -> None:
         if any(m.frame == frame for m in self.project.markers):
             raise edits.EditError("There is already a marker at the playhead.")
-        self.push(edits.AddMarker(Marker(new_id(), int(frame), name or f"Marker {len(self.project.markers) + 1}")))
+        self.push(
+            edits.AddMarker(Marker(new_id(), int(frame), name or f"Marker {len(self.project.markers) + 1}"))
+        )
 
     def remove_marker_near(self, frame: int, tolerance: int = 0) -> None:
         near = [m for m in self.project.markers if abs(m.frame - frame) <= tolerance]
@@ -259,7 +302,9 @@ class EditingController(QObject):
         if children:
             self.push(children[0] if len(children) == 1 else edits.Compound("Remove media", children))
 
-    def relink_asset(self, asset_id: str, new_path: str, on_done: Callable[[bool], None] | None = None) -> None:
+    def relink_asset(
+        self, asset_id: str, new_path: str, on_done: Callable[[bool], None] | None = None
+    ) -> None:
         """Point a (missing) asset at another file, after probing it in the background."""
         asset = self.project.asset(asset_id)
 
@@ -267,9 +312,21 @@ class EditingController(QObject):
             fresh = asset_from_info(info, self.project.settings.fps)
             try:
                 if fresh.kind is not asset.kind:
-                    raise edits.EditError(f"the new file is {fresh.kind.value}, the media was {asset.kind.value}")
-                media = {k: getattr(fresh, k) for k in ("duration_frames", "width", "height", "fps",
-                                                         "has_audio", "sample_rate", "channels")}
+                    raise edits.EditError(
+                        f"the new file is {fresh.kind.value}, the media was {asset.kind.value}"
+                    )
+                media = {
+                    k: getattr(fresh, k)
+                    for k in (
+                        "duration_frames",
+                        "width",
+                        "height",
+                        "fps",
+                        "has_audio",
+                        "sample_rate",
+                        "channels",
+                    )
+                }
                 self.push(edits.RelinkAsset(asset_id, fresh.path, media))
             except Exception as exc:
                 self.message.emit(f"Cannot relink {asset.name}: {exc}")
@@ -286,4 +343,3 @@ class EditingController(QObject):
                 on_done(False)
 
         self.pool.submit(probe_file, new_path, on_done=_probed, on_error=_failed)
-

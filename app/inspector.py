@@ -168,11 +168,17 @@ class InspectorPanel(QWidget):
             fps = self.project.settings.fps
             self._row("Audio", f"{format_timecode(r.start_frame, fps)} – {format_timecode(r.end_frame, fps)}")
         if recipe.model_id:
-            self._row("Model", recipe.model_id + (f" @ {recipe.model_revision[:10]}" if recipe.model_revision else ""))
+            self._row(
+                "Model",
+                recipe.model_id + (f" @ {recipe.model_revision[:10]}" if recipe.model_revision else ""),
+            )
 
     def _show_asset(self, asset: Any, fps: int) -> None:
         self._row("Media", asset.name)
-        self._row("Kind", asset.kind.value + (" with sound" if asset.has_audio and asset.kind is AssetKind.VIDEO else ""))
+        self._row(
+            "Kind",
+            asset.kind.value + (" with sound" if asset.has_audio and asset.kind is AssetKind.VIDEO else ""),
+        )
         self._row("Duration", format_duration(asset.duration_frames, fps))
         if asset.width:
             self._row("Size", f"{asset.width} × {asset.height}")

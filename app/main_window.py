@@ -43,8 +43,10 @@ from app.workers import ExportWorker, WorkerPool
 from core.project import Project, TrackKind
 
 APP_NAME = "SkyReels Studio"
-MEDIA_FILTER = "Media (*.mp4 *.mov *.m4v *.mkv *.webm *.avi *.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff " \
-               "*.wav *.mp3 *.m4a *.aac *.flac *.ogg);;All files (*)"
+MEDIA_FILTER = (
+    "Media (*.mp4 *.mov *.m4v *.mkv *.webm *.avi *.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff "
+    "*.wav *.mp3 *.m4a *.aac *.flac *.ogg);;All files (*)"
+)
 PROJECT_FILTER = f"{APP_NAME} projects (*{document.PROJECT_SUFFIX});;All files (*)"
 
 
@@ -91,9 +93,12 @@ class MainWindow(QMainWindow):
         output_factory: opens the sound output (see :mod:`app.playback`); None = no sound.
     """
 
-    def __init__(self, prefs: Preferences,
-                 output_factory: Callable[..., Any] | None = sounddevice_output,
-                 parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        prefs: Preferences,
+        output_factory: Callable[..., Any] | None = sounddevice_output,
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent)
         self.prefs = prefs
         self.output_factory = output_factory
@@ -125,8 +130,9 @@ class MainWindow(QMainWindow):
 
     # -- actions and menus ------------------------------------------------------------------------
 
-    def _action(self, text: str, slot: Callable[[], Any], shortcut: Any = None, icon: str = "",
-                tip: str = "") -> QAction:
+    def _action(
+        self, text: str, slot: Callable[[], Any], shortcut: Any = None, icon: str = "", tip: str = ""
+    ) -> QAction:
         action = QAction(text, self)
         if icon:
             action.setIcon(theme.icon(icon))
@@ -161,33 +167,57 @@ class MainWindow(QMainWindow):
         self.act_undo = self._action("&Undo", lambda: self.doc.stack.undo(), K.Undo)
         self.act_redo = self._action("&Redo", lambda: self.doc.stack.redo(), _redo_keys())
         self.act_split = self._action("&Split at Playhead", self.split, "S", "split")
-        self.act_lift = self._action("&Lift (leave gap)", self.lift, [QKeySequence("Delete"), QKeySequence("Backspace")])
+        self.act_lift = self._action(
+            "&Lift (leave gap)", self.lift, [QKeySequence("Delete"), QKeySequence("Backspace")]
+        )
         self.act_ripple = self._action("&Ripple Delete", self.ripple_delete, "Shift+Delete")
-        self.act_select_all = self._action("Select &All Clips", lambda: self.doc.timeline.select_all(), K.SelectAll)
-        self.act_deselect = self._action("&Deselect", lambda: self.doc.timeline.set_selection(set()), "Ctrl+Shift+A")
+        self.act_select_all = self._action(
+            "Select &All Clips", lambda: self.doc.timeline.select_all(), K.SelectAll
+        )
+        self.act_deselect = self._action(
+            "&Deselect", lambda: self.doc.timeline.set_selection(set()), "Ctrl+Shift+A"
+        )
         self.act_marker = self._action("Add &Marker", self.add_marker, "M", "marker")
         self.act_remove_marker = self._action("Remove Marker at Playhead", self.remove_marker, "Ctrl+Alt+M")
         self.act_snap = self._action("Snapping", self.toggle_snapping, "N", "snap")
         self.act_snap.setCheckable(True)
         self.act_snap.setChecked(self.prefs.snapping)
-        self.act_add_video_track = self._action("Add &Video Track", lambda: self.doc.editing.add_track(TrackKind.VIDEO))
-        self.act_add_audio_track = self._action("Add &Audio Track", lambda: self.doc.editing.add_track(TrackKind.AUDIO))
-        self.act_zoom_in = self._action("Zoom &In", lambda: self.doc.timeline.zoom_in(), [QKeySequence("="), QKeySequence("+")], "zoom-in")
+        self.act_add_video_track = self._action(
+            "Add &Video Track", lambda: self.doc.editing.add_track(TrackKind.VIDEO)
+        )
+        self.act_add_audio_track = self._action(
+            "Add &Audio Track", lambda: self.doc.editing.add_track(TrackKind.AUDIO)
+        )
+        self.act_zoom_in = self._action(
+            "Zoom &In", lambda: self.doc.timeline.zoom_in(), [QKeySequence("="), QKeySequence("+")], "zoom-in"
+        )
         self.act_zoom_out = self._action("Zoom &Out", lambda: self.doc.timeline.zoom_out(), "-", "zoom-out")
         self.act_zoom_fit = self._action("Zoom to &Fit", lambda: self.doc.timeline.zoom_to_fit(), "Shift+Z")
-        self.act_play = self._action("&Play / Pause", lambda: self.doc.playback.toggle_play(), "Space", "play")
+        self.act_play = self._action(
+            "&Play / Pause", lambda: self.doc.playback.toggle_play(), "Space", "play"
+        )
         self.act_shuttle_back = self._action("Shuttle &Reverse", lambda: self.doc.playback.shuttle(-1), "J")
         self.act_shuttle_stop = self._action("Shuttle &Stop", lambda: self.doc.playback.shuttle(0), "K")
         self.act_shuttle_fwd = self._action("Shuttle &Forward", lambda: self.doc.playback.shuttle(1), "L")
         self.act_mark_in = self._action("Mark &In", self.mark_in, "I")
         self.act_mark_out = self._action("Mark &Out", self.mark_out, "O")
         self.act_clear_in_out = self._action("&Clear In/Out", self.clear_in_out, "Alt+X")
-        self.act_prev_frame = self._action("Previous Frame", lambda: self.doc.playback.step(-1), "Left", "step-back")
-        self.act_next_frame = self._action("Next Frame", lambda: self.doc.playback.step(1), "Right", "step-forward")
-        self.act_back_second = self._action("Back One Second", lambda: self.doc.playback.step(-self.doc.project.settings.fps), "Shift+Left")
-        self.act_fwd_second = self._action("Forward One Second", lambda: self.doc.playback.step(self.doc.project.settings.fps), "Shift+Right")
+        self.act_prev_frame = self._action(
+            "Previous Frame", lambda: self.doc.playback.step(-1), "Left", "step-back"
+        )
+        self.act_next_frame = self._action(
+            "Next Frame", lambda: self.doc.playback.step(1), "Right", "step-forward"
+        )
+        self.act_back_second = self._action(
+            "Back One Second", lambda: self.doc.playback.step(-self.doc.project.settings.fps), "Shift+Left"
+        )
+        self.act_fwd_second = self._action(
+            "Forward One Second", lambda: self.doc.playback.step(self.doc.project.settings.fps), "Shift+Right"
+        )
         self.act_home = self._action("Go to Start", lambda: self.doc.playback.seek(0), "Home", "goto")
-        self.act_end = self._action("Go to End", lambda: self.doc.playback.seek(self.doc.project.end_frame), "End")
+        self.act_end = self._action(
+            "Go to End", lambda: self.doc.playback.seek(self.doc.project.end_frame), "End"
+        )
         self.act_models = self._action("Model &Weights…", self.show_models, icon="models")
         self.act_about = self._action("&About SkyReels Studio", self.show_about)
 
@@ -209,18 +239,51 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction(self.act_quit)
         edit_menu = bar.addMenu("&Edit")
-        for a in (self.act_undo, self.act_redo, None, self.act_split, self.act_lift, self.act_ripple, None,
-                  self.act_select_all, self.act_deselect, None, self.act_marker, self.act_remove_marker, None,
-                  self.act_snap):
+        for a in (
+            self.act_undo,
+            self.act_redo,
+            None,
+            self.act_split,
+            self.act_lift,
+            self.act_ripple,
+            None,
+            self.act_select_all,
+            self.act_deselect,
+            None,
+            self.act_marker,
+            self.act_remove_marker,
+            None,
+            self.act_snap,
+        ):
             edit_menu.addSeparator() if a is None else edit_menu.addAction(a)
         timeline_menu = bar.addMenu("&Timeline")
-        for a in (self.act_add_video_track, self.act_add_audio_track, None, self.act_zoom_in, self.act_zoom_out,
-                  self.act_zoom_fit):
+        for a in (
+            self.act_add_video_track,
+            self.act_add_audio_track,
+            None,
+            self.act_zoom_in,
+            self.act_zoom_out,
+            self.act_zoom_fit,
+        ):
             timeline_menu.addSeparator() if a is None else timeline_menu.addAction(a)
         play_menu = bar.addMenu("&Playback")
-        for a in (self.act_play, self.act_shuttle_back, self.act_shuttle_stop, self.act_shuttle_fwd, None,
-                  self.act_mark_in, self.act_mark_out, self.act_clear_in_out, None, self.act_prev_frame,
-                  self.act_next_frame, self.act_back_second, self.act_fwd_second, self.act_home, self.act_end):
+        for a in (
+            self.act_play,
+            self.act_shuttle_back,
+            self.act_shuttle_stop,
+            self.act_shuttle_fwd,
+            None,
+            self.act_mark_in,
+            self.act_mark_out,
+            self.act_clear_in_out,
+            None,
+            self.act_prev_frame,
+            self.act_next_frame,
+            self.act_back_second,
+            self.act_fwd_second,
+            self.act_home,
+            self.act_end,
+        ):
             play_menu.addSeparator() if a is None else play_menu.addAction(a)
         models_menu = bar.addMenu("&Models")
         models_menu.addAction(self.act_models)
@@ -245,7 +308,9 @@ class MainWindow(QMainWindow):
 
     # -- document lifecycle -----------------------------------------------------------------------
 
-    def _set_document(self, project: Project, path: Path | None, clean: bool = True, queue: Any = None) -> None:
+    def _set_document(
+        self, project: Project, path: Path | None, clean: bool = True, queue: Any = None
+    ) -> None:
         old = self.doc
         sizes = self._splitter_sizes() if old is not None else None
         if old is not None:
@@ -295,7 +360,9 @@ class MainWindow(QMainWindow):
         doc.bin.asset_selected.connect(self._on_bin_asset_selected)
         doc.bin.import_requested.connect(lambda: self._guard(self.import_dialog))
         doc.bin.relink_requested.connect(lambda a: self._guard(lambda: self.relink_dialog(a)))
-        doc.bin.add_to_timeline_requested.connect(lambda a: self._guard(lambda: self.add_asset_at_playhead(a)))
+        doc.bin.add_to_timeline_requested.connect(
+            lambda a: self._guard(lambda: self.add_asset_at_playhead(a))
+        )
         doc.editing.message.connect(self.show_message)
         doc.editing.clips_placed.connect(lambda ids: doc.timeline.set_selection(set(ids)))
         doc.media.failed.connect(self.show_message)
@@ -303,6 +370,8 @@ class MainWindow(QMainWindow):
         doc.frames.failed.connect(self.show_message)
         for signal in (project.clip_added, project.clip_removed, project.clip_changed, project.track_changed):
             signal.connect(self._on_project_timeline_changed)
+        # Keys go to the timeline first (Space, J/K/L, S...), not to the bin's search box.
+        doc.timeline.setFocus(Qt.FocusReason.OtherFocusReason)
         # A recovered autosave differs from the file on disk although nothing is on the undo stack.
         doc.recovered = not clean
         self._update_title()
@@ -351,25 +420,36 @@ class MainWindow(QMainWindow):
     def ask_save_changes(self) -> QMessageBox.StandardButton:
         name = self.doc.path.name if self.doc and self.doc.path else "Untitled"
         return QMessageBox.question(
-            self, APP_NAME, f"Save changes to “{name}” before closing?",
-            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
-            QMessageBox.StandardButton.Save)
+            self,
+            APP_NAME,
+            f"Save changes to “{name}” before closing?",
+            QMessageBox.StandardButton.Save
+            | QMessageBox.StandardButton.Discard
+            | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Save,
+        )
 
     def ask_recover(self, path: Path, autosave: Path) -> bool:
         answer = QMessageBox.question(
-            self, "Recover unsaved changes?",
+            self,
+            "Recover unsaved changes?",
             f"“{path.name}” has an autosave that is newer than the saved file (the app may have closed "
             "unexpectedly).\n\nOpen the autosaved version? Choosing No opens the file as last saved; the "
             "autosave is kept until you save.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes)
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.Yes,
+        )
         return answer == QMessageBox.StandardButton.Yes
 
     def ask_recover_untitled(self, autosave: Path) -> bool:
         answer = QMessageBox.question(
-            self, "Recover unsaved project?",
+            self,
+            "Recover unsaved project?",
             "An untitled project was not saved before the app closed unexpectedly. Recover it?\n\n"
             "Choosing No deletes that backup.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes)
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.Yes,
+        )
         return answer == QMessageBox.StandardButton.Yes
 
     def check_untitled_recovery(self) -> bool:
@@ -390,27 +470,38 @@ class MainWindow(QMainWindow):
 
     def choose_save_path(self) -> str:
         start = self.prefs.last_project_dir or str(Path.home())
-        path, _ = QFileDialog.getSaveFileName(self, "Save Project", str(Path(start) / f"Untitled{document.PROJECT_SUFFIX}"),
-                                              PROJECT_FILTER)
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save Project", str(Path(start) / f"Untitled{document.PROJECT_SUFFIX}"), PROJECT_FILTER
+        )
         if path and not Path(path).suffix:
             path += document.PROJECT_SUFFIX
         return path
 
     def choose_open_path(self) -> str:
-        path, _ = QFileDialog.getOpenFileName(self, "Open Project", self.prefs.last_project_dir, PROJECT_FILTER)
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open Project", self.prefs.last_project_dir, PROJECT_FILTER
+        )
         return path
 
     def choose_import_paths(self) -> list[str]:
-        paths, _ = QFileDialog.getOpenFileNames(self, "Import Media", self.prefs.last_import_dir, MEDIA_FILTER)
+        paths, _ = QFileDialog.getOpenFileNames(
+            self, "Import Media", self.prefs.last_import_dir, MEDIA_FILTER
+        )
         return paths
 
     def choose_relink_path(self, name: str) -> str:
-        path, _ = QFileDialog.getOpenFileName(self, f"Relink “{name}”", self.prefs.last_import_dir, MEDIA_FILTER)
+        path, _ = QFileDialog.getOpenFileName(
+            self, f"Relink “{name}”", self.prefs.last_import_dir, MEDIA_FILTER
+        )
         return path
 
     def choose_export_path(self) -> str:
         doc = self.doc
-        base = doc.path.with_suffix(".mp4") if doc and doc.path else Path(self.prefs.last_project_dir or Path.home()) / "export.mp4"
+        base = (
+            doc.path.with_suffix(".mp4")
+            if doc and doc.path
+            else Path(self.prefs.last_project_dir or Path.home()) / "export.mp4"
+        )
         path, _ = QFileDialog.getSaveFileName(self, "Export to MP4", str(base), "MPEG-4 video (*.mp4)")
         if path and not Path(path).suffix:
             path += ".mp4"
@@ -463,7 +554,9 @@ class MainWindow(QMainWindow):
             else:
                 loaded = document.load(path)
         except Exception as exc:
-            QMessageBox.warning(self, APP_NAME, f"Cannot open {path.name}:\n{exc}") if not _testing(self) else None
+            QMessageBox.warning(self, APP_NAME, f"Cannot open {path.name}:\n{exc}") if not _testing(
+                self
+            ) else None
             self.show_message(f"Cannot open {path.name}: {exc}")
             return False
         self._autosave_timer.stop()
@@ -477,7 +570,9 @@ class MainWindow(QMainWindow):
         missing = project.missing_assets()
         if missing:
             names = ", ".join(a.name for a in missing[:3]) + ("…" if len(missing) > 3 else "")
-            self.show_message(f"{len(missing)} media file(s) are offline ({names}): File ▸ Relink Missing Media", 15000)
+            self.show_message(
+                f"{len(missing)} media file(s) are offline ({names}): File ▸ Relink Missing Media", 15000
+            )
         else:
             self.show_message(f"Opened {path.name}" + (" (recovered from autosave)" if recovered else ""))
         return True
@@ -503,7 +598,9 @@ class MainWindow(QMainWindow):
         except Exception as exc:
             self.show_message(f"Could not save {path.name}: {exc}")
             if not _testing(self):
-                QMessageBox.warning(self, APP_NAME, f"Could not save {path.name}:\n{exc}\n\nYour changes are still open.")
+                QMessageBox.warning(
+                    self, APP_NAME, f"Could not save {path.name}:\n{exc}\n\nYour changes are still open."
+                )
             return False
         old_path = doc.path
         doc.path = path
@@ -669,7 +766,9 @@ class MainWindow(QMainWindow):
         self.last_export_error = message
         self.show_message(f"Export failed: {message}", 20000)
         if not _testing(self):
-            QMessageBox.warning(self, "Export failed", f"The export failed:\n{message}\n\nNo file was left behind.")
+            QMessageBox.warning(
+                self, "Export failed", f"The export failed:\n{message}\n\nNo file was left behind."
+            )
 
     def _on_export_cancelled(self) -> None:
         self._end_export()
@@ -685,8 +784,11 @@ class MainWindow(QMainWindow):
         dialog.show()
 
     def show_about(self) -> None:
-        QMessageBox.about(self, f"About {APP_NAME}",
-                          f"<b>{APP_NAME}</b><br>A video editor around the SkyReels-V3 generation models.")
+        QMessageBox.about(
+            self,
+            f"About {APP_NAME}",
+            f"<b>{APP_NAME}</b><br>A video editor around the SkyReels-V3 generation models.",
+        )
 
     def open_url(self, url: str) -> None:
         QDesktopServices.openUrl(QUrl(url))
@@ -722,8 +824,11 @@ class MainWindow(QMainWindow):
             self.export_worker.cancel_event.set()
             self._end_export()
         with contextlib.suppress(RuntimeError):
-            self.prefs.save_window_state(self.saveGeometry(), self.saveState(),
-                                         {"top": self.top_splitter.saveState(), "main": self.main_splitter.saveState()})
+            self.prefs.save_window_state(
+                self.saveGeometry(),
+                self.saveState(),
+                {"top": self.top_splitter.saveState(), "main": self.main_splitter.saveState()},
+            )
             self.prefs.sync()
         if self.doc is not None:
             self.doc.close()

@@ -39,11 +39,16 @@ def asset_from_info(info: Any, project_fps: int, asset_id: str | None = None) ->
     if kind is AssetKind.IMAGE:
         duration = None
     else:
-        duration = max(1, int(math.floor(Fraction(info.duration).limit_denominator(1_000_000) * project_fps + Fraction(1, 1000))))
+        duration = max(
+            1,
+            math.floor(
+                Fraction(info.duration).limit_denominator(1_000_000) * project_fps + Fraction(1, 1000)
+            ),
+        )
         if kind is AssetKind.VIDEO and info.fps:
             # Prefer the exact frame count: frames * project_fps / file_fps.
             exact = Fraction(info.frame_count) * project_fps / Fraction(info.fps)
-            duration = max(1, int(math.floor(exact + Fraction(1, 1000))))
+            duration = max(1, math.floor(exact + Fraction(1, 1000)))
     path = Path(info.path)
     return Asset(
         asset_id=asset_id or new_id(),
@@ -108,8 +113,15 @@ class _Readers:
             self._readers.clear()
 
 
-def make_thumbnails(readers: _Readers, path: str, kind: str, project_fps: int, frames: list[int],
-                    height: int, cancel: threading.Event | None = None) -> dict[int, QImage]:
+def make_thumbnails(
+    readers: _Readers,
+    path: str,
+    kind: str,
+    project_fps: int,
+    frames: list[int],
+    height: int,
+    cancel: threading.Event | None = None,
+) -> dict[int, QImage]:
     """Worker function: thumbnails ``height`` pixels high for project frames ``frames`` of a file."""
     if kind == AssetKind.IMAGE.value:
         from core.media.images import read_image
@@ -178,8 +190,9 @@ class MediaCache(QObject):
     failed = Signal(str)
     poster_ready = Signal(str)
 
-    def __init__(self, pool: WorkerPool, fps: int = 24, cache_dir: str | None = None,
-                 parent: QObject | None = None) -> None:
+    def __init__(
+        self, pool: WorkerPool, fps: int = 24, cache_dir: str | None = None, parent: QObject | None = None
+    ) -> None:
         super().__init__(parent)
         self._pool = pool
         self.fps = fps
@@ -237,7 +250,9 @@ class MediaCache(QObject):
         if (asset.kind is AssetKind.AUDIO or asset.has_audio) and asset.asset_id not in self._peaks_requested:
             self._peaks_requested.add(asset.asset_id)
             self._pool.submit(
-                compute_peaks, asset.path, self.cache_dir,
+                compute_peaks,
+                asset.path,
+                self.cache_dir,
                 on_done=lambda peaks, a=asset.asset_id: self._on_peaks_done(a, peaks),
                 on_error=lambda exc, a=asset: self._on_failed(a, exc),
             )
@@ -245,7 +260,13 @@ class MediaCache(QObject):
     def _submit_thumbs(self, asset: Asset, frames: list[int]) -> None:
         self._in_flight.setdefault(asset.asset_id, set()).update(frames)
         self._pool.submit(
-            make_thumbnails, self._readers, asset.path, asset.kind.value, self.fps, frames, THUMB_HEIGHT,
+            make_thumbnails,
+            self._readers,
+            asset.path,
+            asset.kind.value,
+            self.fps,
+            frames,
+            THUMB_HEIGHT,
             on_done=lambda images, a=asset.asset_id, f=frames: self._on_thumbs_done(a, f, images),
             on_error=lambda exc, a=asset: self._on_failed(a, exc),
         )
@@ -297,12 +318,13 @@ class MediaCache(QObject):
             return thumbs.images.get(0)
         found = thumbs.nearest(frame)
         tolerance = max(0, self.fps // 4) if tolerance is None else tolerance
-        if not thumbs.failed and not self._closed and (found is None or abs(found[0] - frame) > tolerance):
-            if frame not in self._in_flight.get(asset.asset_id, set()):
-                entry = self._wanted.setdefault(asset.asset_id, (asset, set()))
-                entry[1].add(int(frame))
-                if not self._flush_timer.isActive():
-                    self._flush_timer.start()
+        too_far = found is None or abs(found[0] - frame) > tolerance
+        asked = frame in self._in_flight.get(asset.asset_id, set())
+        if too_far and not asked and not thumbs.failed and not self._closed:
+            entry = self._wanted.setdefault(asset.asset_id, (asset, set()))
+            entry[1].add(int(frame))
+            if not self._flush_timer.isActive():
+                self._flush_timer.start()
         return found[1] if found else None
 
     def poster(self, asset: Asset) -> QImage | None:
@@ -313,7 +335,9 @@ class MediaCache(QObject):
             return None
         self._posters[asset.asset_id] = None
         self._pool.submit(
-            make_poster, asset.path, self.cache_dir,
+            make_poster,
+            asset.path,
+            self.cache_dir,
             on_done=lambda image, a=asset.asset_id: self._on_poster_done(a, image),
             on_error=lambda exc, a=asset: self._on_failed(a, exc),
         )

@@ -65,12 +65,16 @@ class ModelsDialog(QDialog):
         html = INTRO
         if self._rows:
             colours = {"ready": "#7bd88f", "partial": "#e8b53a", "missing": "#ff8a8a"}
-            html += "<table cellpadding='4'><tr><th align='left'>Task</th><th align='left'>Status</th>" \
-                    "<th align='left'>Folder</th></tr>"
+            html += (
+                "<table cellpadding='4'><tr><th align='left'>Task</th><th align='left'>Status</th>"
+                "<th align='left'>Folder</th></tr>"
+            )
             for task, status, where, command in self._rows:
                 colour = colours.get(status, "#a8adb8")
-                html += (f"<tr><td>{task.replace('_', ' ')}</td><td style='color:{colour}'>{status}</td>"
-                         f"<td>{where}</td></tr>")
+                html += (
+                    f"<tr><td>{task.replace('_', ' ')}</td><td style='color:{colour}'>{status}</td>"
+                    f"<td>{where}</td></tr>"
+                )
                 if status != "ready":
                     html += f"<tr><td></td><td colspan='2'><code>{command}</code></td></tr>"
             html += "</table>"

@@ -17,6 +17,7 @@ mixed in a worker (:func:`mix_timeline_audio`) from a snapshot taken on the main
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -38,8 +39,9 @@ def sounddevice_output(samplerate: int, channels: int, callback: Callable[..., N
     """The default output: a ``sounddevice.OutputStream`` (raises when PortAudio or a device is missing)."""
     import sounddevice  # imported lazily: PortAudio may be absent, and it costs start-up time
 
-    return sounddevice.OutputStream(samplerate=samplerate, channels=channels, dtype="float32",
-                                    callback=callback, latency="low")
+    return sounddevice.OutputStream(
+        samplerate=samplerate, channels=channels, dtype="float32", callback=callback, latency="low"
+    )
 
 
 def mix_timeline_audio(snapshot: Project, start_frame: int, end_frame: int) -> np.ndarray:
@@ -67,9 +69,13 @@ class PlaybackController(QObject):
     state_changed = Signal(bool)
     message = Signal(str)
 
-    def __init__(self, project: Project, pool: WorkerPool,
-                 output_factory: Callable[[int, int, Callable[..., None]], Any] | None = sounddevice_output,
-                 parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        project: Project,
+        pool: WorkerPool,
+        output_factory: Callable[[int, int, Callable[..., None]], Any] | None = sounddevice_output,
+        parent: QObject | None = None,
+    ) -> None:
         super().__init__(parent)
         self.project = project
         self._pool = pool
@@ -115,17 +121,19 @@ class PlaybackController(QObject):
             return False
         return True
 
-    def _audio_callback(self, outdata: np.ndarray, frames: int, time_info: Any = None, status: Any = None) -> None:
+    def _audio_callback(
+        self, outdata: np.ndarray, frames: int, time_info: Any = None, status: Any = None
+    ) -> None:
         """Runs on the audio thread: copy the next samples of the mix, count them (the clock)."""
         buffer = self._buffer
         pos = self._consumed
         if buffer is None or pos >= len(buffer):
             outdata.fill(0)
         else:
-            chunk = buffer[pos:pos + frames]
+            chunk = buffer[pos : pos + frames]
             outdata[: len(chunk)] = chunk
             if len(chunk) < frames:
-                outdata[len(chunk):] = 0
+                outdata[len(chunk) :] = 0
         self._consumed = pos + frames
 
     def close(self) -> None:
@@ -133,10 +141,8 @@ class PlaybackController(QObject):
         self.pause()
         self._timer.stop()
         if self._stream is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._stream.close()
-            except Exception:
-                pass
             self._stream = None
 
     # -- transport --------------------------------------------------------------------------------
@@ -219,10 +225,8 @@ class PlaybackController(QObject):
     def _stop_clock(self) -> None:
         self._timer.stop()
         if self._use_audio_clock and self._stream is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._stream.stop()
-            except Exception:
-                pass
         self._use_audio_clock = False
         self._buffer_generation += 1
         self._buffer = None
@@ -241,8 +245,14 @@ class PlaybackController(QObject):
             if generation == self._buffer_generation and self.playing:
                 self._buffer = samples
 
-        self._pool.submit(mix_timeline_audio, snapshot, start_frame, end,
-                          on_done=_done, on_error=lambda exc: self.message.emit(f"Cannot play sound: {exc}"))
+        self._pool.submit(
+            mix_timeline_audio,
+            snapshot,
+            start_frame,
+            end,
+            on_done=_done,
+            on_error=lambda exc: self.message.emit(f"Cannot play sound: {exc}"),
+        )
 
     def clock_seconds(self) -> float:
         """Seconds played since play started (audio samples consumed, or the wall clock)."""

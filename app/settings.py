@@ -108,7 +108,9 @@ class Preferences:
             splitters,
         )
 
-    def save_window_state(self, geometry: QByteArray, state: QByteArray, splitters: dict[str, QByteArray]) -> None:
+    def save_window_state(
+        self, geometry: QByteArray, state: QByteArray, splitters: dict[str, QByteArray]
+    ) -> None:
         self._settings.setValue("window/geometry", geometry)
         self._settings.setValue("window/state", state)
         for key, value in splitters.items():

@@ -21,7 +21,7 @@ def format_duration(frames: int | None, fps: int) -> str:
     seconds = frames / max(1, fps)
     if seconds < 60:
         return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes}:{secs:02d}"
     hours, minutes = divmod(minutes, 60)

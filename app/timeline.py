@@ -14,12 +14,11 @@ Main thread only.
 from __future__ import annotations
 
 import math
-
-import numpy as np
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QLineF, QMimeData, QPoint, QPointF, QRect, QRectF, QSize, Qt, QTimer, Signal
+import numpy as np
+from PySide6.QtCore import QLineF, QMimeData, QPointF, QRect, QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QBrush,
     QColor,
@@ -52,8 +51,8 @@ from PySide6.QtWidgets import (
 
 from app import theme
 from app.timecode import format_timecode, ruler_step
-from core.snapping import snap_targets
 from core.project import AssetKind, Clip, Project, Track, TrackKind, track_accepts
+from core.snapping import snap_targets
 
 ASSET_MIME = "application/x-skyreels-asset-ids"
 
@@ -104,7 +103,9 @@ class QtTimelineView(QWidget):
     view_changed = Signal()
     message = Signal(str)
 
-    def __init__(self, project: Project, editing: Any, media: Any = None, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, project: Project, editing: Any, media: Any = None, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.setObjectName("timeline")
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
@@ -206,10 +207,10 @@ class QtTimelineView(QWidget):
         return HEADER_W + frame * self.px_per_frame - self.scroll_px
 
     def frame_at_x(self, x: float) -> int:
-        return max(0, int(math.floor((x - HEADER_W + self.scroll_px) / self.px_per_frame + 0.5)))
+        return max(0, math.floor((x - HEADER_W + self.scroll_px) / self.px_per_frame + 0.5))
 
     def _frame_at_x_floor(self, x: float) -> int:
-        return max(0, int(math.floor((x - HEADER_W + self.scroll_px) / self.px_per_frame)))
+        return max(0, math.floor((x - HEADER_W + self.scroll_px) / self.px_per_frame))
 
     def track_rows(self) -> list[tuple[Track, int, int]]:
         """(track, top y, height) for every track, top to bottom."""
@@ -235,7 +236,9 @@ class QtTimelineView(QWidget):
                 return top, h
         raise KeyError(track_id)
 
-    def clip_rect(self, clip: Clip, start: int | None = None, end: int | None = None, track_id: str | None = None) -> QRectF:
+    def clip_rect(
+        self, clip: Clip, start: int | None = None, end: int | None = None, track_id: str | None = None
+    ) -> QRectF:
         top, h = self.track_top(track_id or clip.track_id)
         s = clip.start if start is None else start
         e = clip.end if end is None else end
@@ -248,7 +251,7 @@ class QtTimelineView(QWidget):
             return None
         # Use the unrounded frame so a click inside a 1-frame-wide clip still hits it.
         frame = (pos.x() - HEADER_W + self.scroll_px) / self.px_per_frame
-        return track.clip_at(int(math.floor(frame)))
+        return track.clip_at(math.floor(frame))
 
     def sizeHint(self) -> QSize:
         return QSize(900, RULER_H + sum(TRACK_H[t.kind] for t in self._project.tracks) + 8)
@@ -348,7 +351,9 @@ class QtTimelineView(QWidget):
         extra = [f for f in (self.in_point, self.out_point) if f is not None]
         return sorted(set(targets).union(extra)) if extra else targets
 
-    def snap(self, frames: list[int], exclude: set[str] | frozenset[str] = frozenset()) -> tuple[int, int | None]:
+    def snap(
+        self, frames: list[int], exclude: set[str] | frozenset[str] = frozenset()
+    ) -> tuple[int, int | None]:
         """Offset to add to ``frames`` so the nearest of them lands on a snap target within SNAP_PX.
 
         Returns (offset, target frame or None).
@@ -388,7 +393,9 @@ class QtTimelineView(QWidget):
         self._paint_playhead(painter)
         painter.end()
 
-    def _paint_lanes(self, p: QPainter, rows: list[tuple[Track, int, int]], first: int, last: int, region: QRect) -> None:
+    def _paint_lanes(
+        self, p: QPainter, rows: list[tuple[Track, int, int]], first: int, last: int, region: QRect
+    ) -> None:
         for index, (track, top, h) in enumerate(rows):
             if top > region.bottom() or top + h < region.top():
                 continue
@@ -405,7 +412,12 @@ class QtTimelineView(QWidget):
             p.save()
             p.setClipRect(lane)
             for clip in track.clips_in(first, last):
-                hidden = self._drag is not None and self._drag.started and self._drag.mode == "move" and clip.clip_id in self.selected
+                hidden = (
+                    self._drag is not None
+                    and self._drag.started
+                    and self._drag.mode == "move"
+                    and clip.clip_id in self.selected
+                )
                 self._paint_clip(p, track, clip, dimmed=hidden)
             p.restore()
             if track.locked:
@@ -468,8 +480,11 @@ class QtTimelineView(QWidget):
             p.setPen(QColor("#f2f4f8"))
             fm = QFontMetrics(self._font)
             text = fm.elidedText(name, Qt.TextElideMode.ElideRight, int(rect.right() - text_left - 3))
-            p.drawText(QRectF(text_left, rect.top(), rect.right() - text_left, CLIP_TITLE_H),
-                       Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, text)
+            p.drawText(
+                QRectF(text_left, rect.top(), rect.right() - text_left, CLIP_TITLE_H),
+                Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
+                text,
+            )
         if self.audio_region and self.audio_region[0] == clip.clip_id:
             _, r0, r1 = self.audio_region
             x0, x1 = self.x_for_frame(r0), self.x_for_frame(r1)
@@ -514,8 +529,12 @@ class QtTimelineView(QWidget):
         key = (image.cacheKey(), width, height)
         scaled = self._scaled_cache.get(key)
         if scaled is None:
-            scaled = image.scaled(max(1, width), max(1, height), Qt.AspectRatioMode.IgnoreAspectRatio,
-                                  Qt.TransformationMode.SmoothTransformation)
+            scaled = image.scaled(
+                max(1, width),
+                max(1, height),
+                Qt.AspectRatioMode.IgnoreAspectRatio,
+                Qt.TransformationMode.SmoothTransformation,
+            )
             if len(self._scaled_cache) > 2000:
                 self._scaled_cache.clear()
             self._scaled_cache[key] = scaled
@@ -528,7 +547,7 @@ class QtTimelineView(QWidget):
         visible = body.intersected(QRectF(HEADER_W, 0, self.width() - HEADER_W, self.height()))
         if visible.isEmpty():
             return
-        x0, x1 = int(visible.left()), int(math.ceil(visible.right()))
+        x0, x1 = int(visible.left()), math.ceil(visible.right())
         columns = max(1, x1 - x0)
         # Source time (in project frames) at the left edge of each column, then in seconds.
         f0 = clip.in_point + (x0 - body.left()) / self.px_per_frame
@@ -551,7 +570,9 @@ class QtTimelineView(QWidget):
         xs = x0 + np.arange(n) + 0.5
         muted = self._project.track(clip.track_id).muted
         p.setPen(QPen(theme.TEXT_DIM if muted else theme.WAVEFORM, 1))
-        p.drawLines([QLineF(x, a, x, b) for x, a, b in zip(xs.tolist(), top.tolist(), bottom.tolist(), strict=True)])
+        p.drawLines(
+            [QLineF(x, a, x, b) for x, a, b in zip(xs.tolist(), top.tolist(), bottom.tolist(), strict=True)]
+        )
         p.setPen(QPen(QColor(255, 255, 255, 40), 1))
         p.drawLine(QPointF(visible.left(), mid), QPointF(visible.right(), mid))
 
@@ -579,7 +600,11 @@ class QtTimelineView(QWidget):
             p.drawRect(rect)
             tc = format_timecode(drag.trim_frame, self.fps())
             p.setPen(theme.TEXT)
-            p.drawText(rect.adjusted(4, CLIP_TITLE_H, 0, 0), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop, tc)
+            p.drawText(
+                rect.adjusted(4, CLIP_TITLE_H, 0, 0),
+                Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop,
+                tc,
+            )
         elif drag.mode == "marquee" and drag.marquee is not None:
             p.setPen(QPen(theme.ACCENT.lighter(150), 1, Qt.PenStyle.DashLine))
             p.setBrush(QColor(58, 110, 165, 50))
@@ -610,8 +635,10 @@ class QtTimelineView(QWidget):
         if self.in_point is not None or self.out_point is not None:
             a = self.in_point if self.in_point is not None else 0
             b = self.out_point if self.out_point is not None else max(self._project.end_frame, a + 1)
-            p.fillRect(QRectF(self.x_for_frame(a), RULER_H - 8, self.x_for_frame(b) - self.x_for_frame(a), 8),
-                       QColor(58, 110, 165, 160))
+            p.fillRect(
+                QRectF(self.x_for_frame(a), RULER_H - 8, self.x_for_frame(b) - self.x_for_frame(a), 8),
+                QColor(58, 110, 165, 160),
+            )
         major, minor = ruler_step(self.px_per_frame, fps)
         start = (first // minor) * minor
         p.setFont(self._mono)
@@ -628,8 +655,15 @@ class QtTimelineView(QWidget):
                 p.drawLine(QPointF(x, RULER_H - 5), QPointF(x, RULER_H))
         for marker in self._project.markers:
             x = self.x_for_frame(marker.frame)
-            poly = QPolygonF([QPointF(x - 5, RULER_H - 14), QPointF(x + 5, RULER_H - 14), QPointF(x + 5, RULER_H - 7),
-                              QPointF(x, RULER_H - 2), QPointF(x - 5, RULER_H - 7)])
+            poly = QPolygonF(
+                [
+                    QPointF(x - 5, RULER_H - 14),
+                    QPointF(x + 5, RULER_H - 14),
+                    QPointF(x + 5, RULER_H - 7),
+                    QPointF(x, RULER_H - 2),
+                    QPointF(x - 5, RULER_H - 7),
+                ]
+            )
             p.setBrush(theme.MARKER)
             p.setPen(Qt.PenStyle.NoPen)
             p.drawPolygon(poly)
@@ -646,23 +680,35 @@ class QtTimelineView(QWidget):
         p.fillRect(QRectF(0, 0, HEADER_W, self.height()), theme.PANEL)
         p.setPen(theme.TEXT)
         p.setFont(self._mono)
-        p.drawText(QRectF(6, 0, HEADER_W - 8, RULER_H), Qt.AlignmentFlag.AlignVCenter,
-                   format_timecode(self.playhead, self.fps()))
+        p.drawText(
+            QRectF(6, 0, HEADER_W - 8, RULER_H),
+            Qt.AlignmentFlag.AlignVCenter,
+            format_timecode(self.playhead, self.fps()),
+        )
         p.setFont(self._font)
         p.save()
         p.setClipRect(QRectF(0, RULER_H, HEADER_W, self.height() - RULER_H))
         for track, top, h in rows:
             box = QRectF(0, top, HEADER_W, h)
-            p.fillRect(box.adjusted(0, 0, 0, -1), QColor("#2a2c33") if track.kind is TrackKind.VIDEO else QColor("#272a30"))
+            p.fillRect(
+                box.adjusted(0, 0, 0, -1),
+                QColor("#2a2c33") if track.kind is TrackKind.VIDEO else QColor("#272a30"),
+            )
             stripe = theme.VIDEO_CLIP if track.kind is TrackKind.VIDEO else theme.AUDIO_CLIP
             p.fillRect(QRectF(0, top, 4, h - 1), stripe)
             p.setPen(theme.TEXT)
-            p.drawText(QRectF(10, top + 4, HEADER_W - 14, 18), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-                       track.name or track.kind.value)
+            p.drawText(
+                QRectF(10, top + 4, HEADER_W - 14, 18),
+                Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                track.name or track.kind.value,
+            )
             buttons = self.header_buttons(track, top, h)
             lock_icon = theme.icon("lock" if track.locked else "unlock")
             mute_name = "mute" if track.muted else "speaker"  # a muted track is silent (pictures still show)
-            for key, ic, active in (("lock", lock_icon, track.locked), ("mute", theme.icon(mute_name), track.muted)):
+            for key, ic, active in (
+                ("lock", lock_icon, track.locked),
+                ("mute", theme.icon(mute_name), track.muted),
+            ):
                 r = buttons[key]
                 if active:
                     p.fillRect(r, QColor("#8a3b3b") if key == "mute" else QColor("#6b5a2a"))
@@ -679,8 +725,15 @@ class QtTimelineView(QWidget):
             return
         p.setPen(QPen(theme.PLAYHEAD, 1))
         p.drawLine(QPointF(x, RULER_H - 10), QPointF(x, self.height()))
-        head = QPolygonF([QPointF(x - 6, RULER_H - 16), QPointF(x + 6, RULER_H - 16), QPointF(x + 6, RULER_H - 8),
-                          QPointF(x, RULER_H - 2), QPointF(x - 6, RULER_H - 8)])
+        head = QPolygonF(
+            [
+                QPointF(x - 6, RULER_H - 16),
+                QPointF(x + 6, RULER_H - 16),
+                QPointF(x + 6, RULER_H - 8),
+                QPointF(x, RULER_H - 2),
+                QPointF(x - 6, RULER_H - 8),
+            ]
+        )
         p.setBrush(theme.PLAYHEAD)
         p.setPen(Qt.PenStyle.NoPen)
         p.drawPolygon(head)
@@ -725,13 +778,22 @@ class QtTimelineView(QWidget):
         edge = self._hit_edge(clip, pos)
         if edge and not toggle:
             self.set_selection({clip.clip_id})
-            self._drag = _Drag(edge, pos, frame, clip_id=clip.clip_id,
-                               trim_frame=clip.start if edge == "trim_left" else clip.end)
+            self._drag = _Drag(
+                edge,
+                pos,
+                frame,
+                clip_id=clip.clip_id,
+                trim_frame=clip.start if edge == "trim_left" else clip.end,
+            )
             if track.locked:
                 self._drag = None
                 self.message.emit(f"Track {track.name} is locked: unlock it to trim")
             return
-        if self._is_waveform_body(clip, pos) and not (modifiers & Qt.KeyboardModifier.AltModifier) and not toggle:
+        if (
+            self._is_waveform_body(clip, pos)
+            and not (modifiers & Qt.KeyboardModifier.AltModifier)
+            and not toggle
+        ):
             self.set_selection({clip.clip_id})
             self._drag = _Drag("region", pos, frame, clip_id=clip.clip_id)
             return
@@ -783,16 +845,23 @@ class QtTimelineView(QWidget):
                     self.audio_region = None
                 return
             if drag.mode == "move":
-                moves = [(cid, tid, start) for cid, tid, start in self._ghost_moves(drag)
-                         if (tid, start) != (self._project.clip(cid).track_id, self._project.clip(cid).start)]
+                moves = [
+                    (cid, tid, start)
+                    for cid, tid, start in self._ghost_moves(drag)
+                    if (tid, start) != (self._project.clip(cid).track_id, self._project.clip(cid).start)
+                ]
                 if moves:
                     self._call_edit(self._editing.move_clips, moves)
             elif drag.mode in ("trim_left", "trim_right") and drag.clip_id:
                 clip = self._project.clip(drag.clip_id)
                 current = clip.start if drag.mode == "trim_left" else clip.end
                 if drag.trim_frame != current:
-                    self._call_edit(self._editing.trim_clip, drag.clip_id,
-                                    "left" if drag.mode == "trim_left" else "right", drag.trim_frame)
+                    self._call_edit(
+                        self._editing.trim_clip,
+                        drag.clip_id,
+                        "left" if drag.mode == "trim_left" else "right",
+                        drag.trim_frame,
+                    )
             elif drag.mode == "region" and drag.region is not None and drag.clip_id:
                 self.audio_region_selected.emit(drag.clip_id, drag.region[0], drag.region[1])
         finally:
@@ -840,7 +909,7 @@ class QtTimelineView(QWidget):
 
     def _update_move(self, drag: _Drag, pos: QPointF) -> None:
         anchor = self._project.clip(drag.clip_id)
-        raw_delta = int(round((pos.x() - drag.press_pos.x()) / self.px_per_frame))
+        raw_delta = round((pos.x() - drag.press_pos.x()) / self.px_per_frame)
         selected = [self._project.clip(c) for c in self.selected if self._project.has_clip(c)]
         min_start = min(c.start for c in selected)
         raw_delta = max(raw_delta, -min_start)
@@ -933,25 +1002,33 @@ class QtTimelineView(QWidget):
                 self.set_selection({clip.clip_id})
             ids = sorted(self.selected)
             frame = self.frame_at_x(pos.x())
-            menu.addAction(theme.icon("split"), "Split Here",
-                           lambda: self._call_edit(self._editing.split_at, frame, ids))
+            menu.addAction(
+                theme.icon("split"), "Split Here", lambda: self._call_edit(self._editing.split_at, frame, ids)
+            )
             menu.addAction("Lift", lambda: self._call_edit(self._editing.lift, ids))
             menu.addAction("Ripple Delete", lambda: self._call_edit(self._editing.ripple_delete, ids))
             if self._project.track(clip.track_id).kind is TrackKind.AUDIO:
                 level = menu.addMenu("Level")
                 for db in (6.0, 3.0, 0.0, -3.0, -6.0, -12.0):
-                    level.addAction(f"{db:+.0f} dB", lambda d=db: [self._call_edit(self._editing.set_clip_gain, c, d, False)
-                                                                for c in ids])
+                    level.addAction(
+                        f"{db:+.0f} dB",
+                        lambda d=db: [self._call_edit(self._editing.set_clip_gain, c, d, False) for c in ids],
+                    )
             menu.addSeparator()
             menu.addAction("Move Playhead to Clip Start", lambda: self._scrub_to(clip.start))
         else:
             frame = self.frame_at_x(pos.x())
             menu.addAction("Move Playhead Here", lambda: self._scrub_to(frame))
-            menu.addAction(theme.icon("marker"), "Add Marker Here",
-                           lambda: self._call_edit(self._editing.add_marker, frame))
+            menu.addAction(
+                theme.icon("marker"),
+                "Add Marker Here",
+                lambda: self._call_edit(self._editing.add_marker, frame),
+            )
             marker = self.marker_at(pos)
             if marker is not None:
-                menu.addAction("Remove Marker", lambda: self._call_edit(self._editing.remove_marker_near, marker.frame))
+                menu.addAction(
+                    "Remove Marker", lambda: self._call_edit(self._editing.remove_marker_near, marker.frame)
+                )
         menu.exec(event.globalPos())
 
     def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
@@ -964,7 +1041,7 @@ class QtTimelineView(QWidget):
         steps = (delta.y() or delta.x()) / 120.0
         modifiers = event.modifiers()
         if modifiers & Qt.KeyboardModifier.ControlModifier:
-            self.set_zoom(self.px_per_frame * (1.25 ** steps), anchor_x=event.position().x())
+            self.set_zoom(self.px_per_frame * (1.25**steps), anchor_x=event.position().x())
         elif modifiers & Qt.KeyboardModifier.ShiftModifier:
             self.set_scroll_y(self.scroll_y - steps * 40)
         else:
@@ -1029,7 +1106,9 @@ class QtTimelineView(QWidget):
         return max(1, int(asset.duration_frames))
 
     def _target_track(self, track: Track, asset: Any) -> Track | None:
-        if track_accepts(track.kind, asset) and not (track.kind is TrackKind.AUDIO and asset.kind is AssetKind.VIDEO):
+        if track_accepts(track.kind, asset) and not (
+            track.kind is TrackKind.AUDIO and asset.kind is AssetKind.VIDEO
+        ):
             return track
         wanted = TrackKind.AUDIO if asset.kind is AssetKind.AUDIO else TrackKind.VIDEO
         for candidate in self._project.tracks:
@@ -1041,9 +1120,13 @@ class QtTimelineView(QWidget):
         for asset in assets:
             target = self._target_track(track, asset) if track is not None else None
             if target is None:
-                self.message.emit(f"No {('audio' if asset.kind is AssetKind.AUDIO else 'video')} track can take {asset.name}")
+                self.message.emit(
+                    f"No {('audio' if asset.kind is AssetKind.AUDIO else 'video')} track can take {asset.name}"
+                )
                 continue
-            clip_id = self._call_edit(self._editing.add_clip, asset.asset_id, target.track_id, start, self._default_length(asset))
+            clip_id = self._call_edit(
+                self._editing.add_clip, asset.asset_id, target.track_id, start, self._default_length(asset)
+            )
             if clip_id:
                 start += self._project.clip(clip_id).duration
                 self.set_selection({clip_id})
@@ -1125,7 +1208,7 @@ class TimelinePanel(QWidget):
     @staticmethod
     def _zoom_to_slider(ppf: float) -> int:
         span = math.log(MAX_PX_PER_FRAME / MIN_PX_PER_FRAME)
-        return int(round(1000 * math.log(ppf / MIN_PX_PER_FRAME) / span))
+        return round(1000 * math.log(ppf / MIN_PX_PER_FRAME) / span)
 
     @staticmethod
     def _slider_to_zoom(value: int) -> float:

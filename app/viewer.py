@@ -90,9 +90,14 @@ class FrameProvider(QObject):
             self.frame_ready.emit(frame, QImage())
             return
         self._busy = True
-        self.pool.submit(decode_picture, self._readers, source, self.target_size,
-                         on_done=lambda image, f=frame: self._on_done(f, image),
-                         on_error=lambda exc, f=frame: self._on_error(f, exc))
+        self.pool.submit(
+            decode_picture,
+            self._readers,
+            source,
+            self.target_size,
+            on_done=lambda image, f=frame: self._on_done(f, image),
+            on_error=lambda exc, f=frame: self._on_error(f, exc),
+        )
 
     def _next(self) -> None:
         self._busy = False
@@ -153,10 +158,15 @@ class _PictureWidget(QWidget):
             scale = min(target.width() / iw, target.height() / ih)
             if abs(scale - 1.0) < 0.02:
                 # Decoded at the on-screen size: a plain copy, no scaling on the GUI thread.
-                p.drawImage(QPointF(round(target.center().x() - iw / 2), round(target.center().y() - ih / 2)), self.image)
+                p.drawImage(
+                    QPointF(round(target.center().x() - iw / 2), round(target.center().y() - ih / 2)),
+                    self.image,
+                )
             else:  # until the next frame arrives at the new size (after a resize)
                 dw, dh = iw * scale, ih * scale
-                p.drawImage(QRectF(target.center().x() - dw / 2, target.center().y() - dh / 2, dw, dh), self.image)
+                p.drawImage(
+                    QRectF(target.center().x() - dw / 2, target.center().y() - dh / 2, dw, dh), self.image
+                )
         elif self.message:
             p.setPen(theme.TEXT_DIM)
             p.drawText(target, Qt.AlignmentFlag.AlignCenter, self.message)
@@ -166,8 +176,13 @@ class _PictureWidget(QWidget):
 class ViewerPanel(QWidget):
     """Program monitor: picture, transport buttons, timecode / duration."""
 
-    def __init__(self, project: Project, playback: PlaybackController, frames: FrameProvider,
-                 parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        project: Project,
+        playback: PlaybackController,
+        frames: FrameProvider,
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent)
         self.project = project
         self.playback = playback

@@ -20,7 +20,6 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, Qt, QThread, QThreadPool, Signal, Slot
 
-
 # Pools and threads the editor created (weak: a closed window's pool disappears), for leak checks in tests.
 _LIVE_POOLS: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
@@ -142,8 +141,11 @@ class ExportWorker(QObject):
     failed = Signal(str)
     cancelled = Signal()
 
-    def __init__(self, job: Callable[[Callable[[int, int], None], threading.Event], Any],
-                 cancelled_types: tuple[type[BaseException], ...] = ()) -> None:
+    def __init__(
+        self,
+        job: Callable[[Callable[[int, int], None], threading.Event], Any],
+        cancelled_types: tuple[type[BaseException], ...] = (),
+    ) -> None:
         super().__init__()
         self._job = job
         self._cancelled_types = cancelled_types
@@ -183,10 +185,8 @@ class ExportWorker(QObject):
     def run(self) -> None:
         try:
             path = self._job(self._progress, self.cancel_event)
-        except self._cancelled_types or (_NeverRaised,):
-            self.cancelled.emit()
         except Exception as exc:
-            if self.cancel_event.is_set():
+            if self.cancel_event.is_set() or isinstance(exc, self._cancelled_types):
                 self.cancelled.emit()
             else:
                 self.failed.emit(str(exc) or type(exc).__name__)
@@ -195,7 +195,3 @@ class ExportWorker(QObject):
                 self.cancelled.emit()
             else:
                 self.finished.emit(str(path))
-
-
-class _NeverRaised(Exception):
-    pass

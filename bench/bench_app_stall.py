@@ -10,6 +10,7 @@ Usage: ``.venv/bin/python bench/bench_app_stall.py`` (offscreen unless QT_QPA_PL
 
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
 import sys
@@ -34,7 +35,9 @@ def main() -> int:
     app = create_application([])
     work = Path(tempfile.mkdtemp(prefix="skyreels-stall-"))
     project_file = build_project(work)
-    window = MainWindow(Preferences(QSettings(str(work / "s.ini"), QSettings.Format.IniFormat)), output_factory=None)
+    window = MainWindow(
+        Preferences(QSettings(str(work / "s.ini"), QSettings.Format.IniFormat)), output_factory=None
+    )
     window.resize(1500, 920)
     window.show()
     app.processEvents()
@@ -82,13 +85,17 @@ def main() -> int:
     busy_s = time.perf_counter() - started
     tick_timer.stop()
     browse_timer.stop()
-    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
     worst = max(gaps)
     p99 = statistics.quantiles(gaps, n=100)[98] if len(gaps) > 100 else worst
-    print(f"background work: export of {doc.project.end_frame} frames + thumbnails/waveforms/pictures "
-          f"for {steps[0]} browse steps, {busy_s:.1f} s")
-    print(f"GUI timer gaps over {len(gaps)} ticks: max {worst:.1f} ms, p99 {p99:.1f} ms, "
-          f"median {statistics.median(gaps):.1f} ms; target max <= {TARGET_MS:.0f} ms")
+    print(
+        f"background work: export of {doc.project.end_frame} frames + thumbnails/waveforms/pictures "
+        f"for {steps[0]} browse steps, {busy_s:.1f} s"
+    )
+    print(
+        f"GUI timer gaps over {len(gaps)} ticks: max {worst:.1f} ms, p99 {p99:.1f} ms, "
+        f"median {statistics.median(gaps):.1f} ms; target max <= {TARGET_MS:.0f} ms"
+    )
     print("export file", "written" if out.is_file() else "MISSING")
     window.doc.stack.setClean()
     window.close()

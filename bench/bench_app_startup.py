@@ -24,8 +24,14 @@ TARGET_S = 1.5
 
 def one_run(env: dict[str, str]) -> tuple[float, str]:
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--exit-after-paint"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "--exit-after-paint"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     painted = None
     heavy = "?"
     assert proc.stdout is not None
@@ -58,8 +64,10 @@ def main() -> int:
         times.append(t)
         heavies.add(heavy)
     median = statistics.median(times)
-    print(f"launch -> first paint: median {median:.3f} s, min {min(times):.3f} s, max {max(times):.3f} s "
-          f"over {runs} runs (platform {env['QT_QPA_PLATFORM']}); target <= {TARGET_S} s")
+    print(
+        f"launch -> first paint: median {median:.3f} s, min {min(times):.3f} s, max {max(times):.3f} s "
+        f"over {runs} runs (platform {env['QT_QPA_PLATFORM']}); target <= {TARGET_S} s"
+    )
     print(f"heavy modules imported at first paint: {', '.join(sorted(heavies))}")
     ok = median <= TARGET_S and heavies == {"none"}
     print("PASS" if ok else "FAIL")

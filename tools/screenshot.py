@@ -41,15 +41,25 @@ def make_media(folder: Path) -> dict[str, Path]:
     voice = (0.8 * envelope * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
     music = (0.3 * np.sin(2 * np.pi * 110 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.5 * t))).astype(np.float32)
     paths = {
-        "city": write_video(folder / "city_dusk.mp4", (tinted(i, (255, 140, 60)) for i in range(fps * 4)), fps,
-                            audio=np.stack([music, music], 1), audio_rate=rate),
-        "forest": write_video(folder / "forest_walk.mp4", (tinted(i, (60, 200, 120)) for i in range(fps * 3)), fps),
-        "hero_gen": write_video(folder / "hero_r2v_take1.mp4", (tinted(i, (150, 110, 255)) for i in range(fps * 3)),
-                                fps),
+        "city": write_video(
+            folder / "city_dusk.mp4",
+            (tinted(i, (255, 140, 60)) for i in range(fps * 4)),
+            fps,
+            audio=np.stack([music, music], 1),
+            audio_rate=rate,
+        ),
+        "forest": write_video(
+            folder / "forest_walk.mp4", (tinted(i, (60, 200, 120)) for i in range(fps * 3)), fps
+        ),
+        "hero_gen": write_video(
+            folder / "hero_r2v_take1.mp4", (tinted(i, (150, 110, 255)) for i in range(fps * 3)), fps
+        ),
         "voice": write_wav(folder / "dialogue.wav", voice, rate),
     }
     yy, xx = np.mgrid[0:256, 0:256]
-    portrait = np.stack([(xx * 0.6 + 80) % 256, (yy * 0.5 + 60) % 256, np.full_like(xx, 170)], -1).astype(np.uint8)
+    portrait = np.stack([(xx * 0.6 + 80) % 256, (yy * 0.5 + 60) % 256, np.full_like(xx, 170)], -1).astype(
+        np.uint8
+    )
     paths["hero"] = write_image(folder / "hero_portrait.png", portrait)
     backdrop = np.stack([np.full_like(xx, 30), (yy * 0.4 + 60) % 256, (xx * 0.7) % 256], -1).astype(np.uint8)
     paths["set"] = write_image(folder / "rooftop_set.png", backdrop)
@@ -79,11 +89,17 @@ def build_project(folder: Path) -> Path:
         project.insert_asset(asset)
         assets[key] = asset
     tracks = {t.name: t.track_id for t in project.tracks}
-    recipe = GenerationRecipe(task=Task.REFERENCE_TO_VIDEO,
-                              prompt="The hero walks across the rooftop at dusk, city lights behind.",
-                              reference_asset_ids=(assets["hero"].asset_id, assets["set"].asset_id),
-                              duration_s=3.0, resolution="720P", aspect="16:9", seed=42, quality=Quality.DRAFT,
-                              model_id="Skywork/SkyReels-V3-R2V-14B")
+    recipe = GenerationRecipe(
+        task=Task.REFERENCE_TO_VIDEO,
+        prompt="The hero walks across the rooftop at dusk, city lights behind.",
+        reference_asset_ids=(assets["hero"].asset_id, assets["set"].asset_id),
+        duration_s=3.0,
+        resolution="720P",
+        aspect="16:9",
+        seed=42,
+        quality=Quality.DRAFT,
+        model_id="Skywork/SkyReels-V3-R2V-14B",
+    )
     clips = [
         Clip(new_id(), assets["city"].asset_id, tracks["V1"], 0, 0, 96),
         Clip(new_id(), assets["forest"].asset_id, tracks["V1"], 96, 12, 72),
@@ -135,8 +151,13 @@ def main(argv: list[str]) -> int:
     doc = window.doc
     timeline = doc.timeline
     media_ids = {a.asset_id for a in doc.project.assets}
-    _wait(app, lambda: window.pool.pending() == 0 and all(doc.media.has_peaks(a.asset_id) for a in doc.project.assets
-                                                            if a.kind.value == "audio"))
+    _wait(
+        app,
+        lambda: (
+            window.pool.pending() == 0
+            and all(doc.media.has_peaks(a.asset_id) for a in doc.project.assets if a.kind.value == "audio")
+        ),
+    )
     # Select the generated clip (badge + recipe in the inspector) and park the playhead on it.
     generated = next(c for c in doc.project.clips() if c.recipe is not None)
     timeline.set_selection({generated.clip_id})

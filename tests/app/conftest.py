@@ -22,7 +22,7 @@ import pytest
 from PySide6.QtCore import QSettings, QStandardPaths, QThreadPool
 from PySide6.QtWidgets import QMessageBox
 
-from app.qt_compat import guard_none_refcount  # noqa: E402  (before any Qt call: see app/qt_compat.py)
+from app.qt_compat import guard_none_refcount
 
 guard_none_refcount()
 
@@ -136,7 +136,9 @@ def _no_leftover_workers(request):
         problems.append(f"{QThreadPool.globalInstance().activeThreadCount()} global pool threads busy")
     for pool in live_pools():
         if pool.activeThreadCount() or pool.pending():
-            problems.append(f"worker pool still busy ({pool.activeThreadCount()} running, {pool.pending()} pending)")
+            problems.append(
+                f"worker pool still busy ({pool.activeThreadCount()} running, {pool.pending()} pending)"
+            )
     threads = live_threads()
     if threads:
         problems.append(f"{len(threads)} editor threads still running: {[t.objectName() for t in threads]}")

@@ -24,7 +24,9 @@ def _import(qtbot, win, *paths: Path) -> list[str]:
     return blocker.args[0]
 
 
-def test_asset_model_passes_the_model_tester_through_imports_and_removals(qtbot, qtmodeltester, window, media_dir):
+def test_asset_model_passes_the_model_tester_through_imports_and_removals(
+    qtbot, qtmodeltester, window, media_dir
+):
     model = window.doc.bin.model
     qtmodeltester.check(model)
     ids = _import(qtbot, window, media_dir / "tone.wav", media_dir / "still.png", media_dir / "silent.mp4")
@@ -38,7 +40,9 @@ def test_asset_model_passes_the_model_tester_through_imports_and_removals(qtbot,
 
 
 def test_bin_filter_search_and_reference_roles(qtbot, window, media_dir):
-    wav, png, mp4 = _import(qtbot, window, media_dir / "tone.wav", media_dir / "still.png", media_dir / "silent.mp4")
+    wav, png, _mp4 = _import(
+        qtbot, window, media_dir / "tone.wav", media_dir / "still.png", media_dir / "silent.mp4"
+    )
     bin_panel = window.doc.bin
     proxy = bin_panel.proxy
     assert proxy.rowCount() == 3
@@ -75,8 +79,9 @@ def test_bin_filter_search_and_reference_roles(qtbot, window, media_dir):
 
 def test_generated_clip_shows_badge_and_recipe(qtbot, window, media_dir):
     (mp4, png) = _import(qtbot, window, media_dir / "silent.mp4", media_dir / "still.png")
-    recipe = GenerationRecipe(task=Task.REFERENCE_TO_VIDEO, prompt="A red kite over the dunes",
-                              reference_asset_ids=(png,), seed=7)
+    recipe = GenerationRecipe(
+        task=Task.REFERENCE_TO_VIDEO, prompt="A red kite over the dunes", reference_asset_ids=(png,), seed=7
+    )
     v1 = next(t for t in window.doc.project.tracks if t.name == "V1")
     clip = Clip(new_id(), mp4, v1.track_id, 0, 0, 24, recipe=recipe)
     window.doc.undo.push(edits.AddClip(clip))
@@ -114,10 +119,20 @@ def test_models_menu_explains_how_to_get_weights(qtbot, window):
 
 
 def test_the_window_paints_without_importing_torch(tmp_path):
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_CONFIG_HOME=str(tmp_path / "config"),
-               XDG_DATA_HOME=str(tmp_path / "data"))
-    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "--exit-after-paint"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+    env = dict(
+        os.environ,
+        QT_QPA_PLATFORM="offscreen",
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        XDG_DATA_HOME=str(tmp_path / "data"),
+    )
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--exit-after-paint"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     line = next(line for line in result.stdout.splitlines() if line.startswith("first-paint"))
     assert line.endswith("heavy-modules=none")

@@ -126,7 +126,10 @@ def test_export_from_the_menu_writes_an_mp4(qtbot, window, media_dir, tmp_path):
     window.choose_export_path = lambda: str(out)
     progress = []
     window.act_export.trigger()
-    window.export_dialog.setValue = lambda v, orig=window.export_dialog.setValue: (progress.append(v), orig(v))
+    window.export_dialog.setValue = lambda v, orig=window.export_dialog.setValue: (
+        progress.append(v),
+        orig(v),
+    )
     qtbot.waitUntil(lambda: window.export_worker is None, timeout=60000)
     assert window.statusBar().currentMessage().startswith("Exported")
     assert out.is_file()

@@ -109,7 +109,11 @@ def test_dropping_a_file_on_the_timeline_imports_and_places_it(qtbot, window, me
     v1 = _track(window, "V1")
     top, h = timeline.track_top(v1.track_id)
     with qtbot.waitSignal(window.doc.editing.clips_placed, timeout=15000):
-        _drop(timeline, QPoint(int(timeline.x_for_frame(0)) + 2, top + h // 2), _file_mime(media_dir / "clip.mp4"))
+        _drop(
+            timeline,
+            QPoint(int(timeline.x_for_frame(0)) + 2, top + h // 2),
+            _file_mime(media_dir / "clip.mp4"),
+        )
     wait_idle(qtbot, window)
     video = list(window.doc.project.clips_on(v1))
     assert len(video) == 1 and video[0].duration == VIDEO_FRAMES
@@ -135,7 +139,9 @@ def test_move_by_dragging_then_undo_and_redo(qtbot, window, media_dir):
     timeline.setFocus()
     qtbot.keyClick(timeline, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert window.doc.project.clip(clip_id).start == 0
-    qtbot.keyClick(timeline, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    qtbot.keyClick(
+        timeline, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    )
     assert window.doc.project.clip(clip_id).start == 20
 
 
@@ -252,8 +258,12 @@ def test_multi_select_with_ctrl_click_and_marquee(qtbot, window, media_dir):
     timeline = window.doc.timeline
     project = window.doc.project
     qtbot.mouseClick(timeline, Qt.MouseButton.LeftButton, pos=_clip_centre(window, project.clip(a)))
-    qtbot.mouseClick(timeline, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ControlModifier,
-                     pos=_clip_centre(window, project.clip(c)))
+    qtbot.mouseClick(
+        timeline,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.ControlModifier,
+        pos=_clip_centre(window, project.clip(c)),
+    )
     assert timeline.selected == {a, c}
     # Rubber band from empty space across the V1 clips selects both of them.
     v1 = _track(window, "V1")
