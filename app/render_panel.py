@@ -359,7 +359,7 @@ class RenderPanel(QWidget):
         self.preview_caption = QLabel("")
         self.preview_caption.setStyleSheet("color:#8d93a0;")
         self.preview_caption.setWordWrap(True)
-        self.play_button = QPushButton("▶ Play finished piece")
+        self.play_button = QPushButton("▶ Play piece")
         self.play_button.setObjectName("render_play_piece")
         self.play_button.setToolTip("Play the newest finished piece of the selected job (pieces are playable "
                                     "while the rest still renders)")
@@ -628,10 +628,13 @@ class TimelineRenderOverlay(QWidget):
                 image = preview[0]
                 target_h = rect.height() - 16
                 target_w = target_h * image.width() / max(1, image.height())
+                p.save()
+                p.setClipRect(rect, Qt.ClipOperation.IntersectClip)  # tiles stop at the clip's end
                 x = rect.left()
                 while x < rect.right():
                     p.drawImage(QRectF(x, rect.top() + 13, target_w, target_h), image)
                     x += target_w + 1
+                p.restore()
             pen = QPen(theme.GENERATED, 1.5, Qt.PenStyle.SolidLine if running else Qt.PenStyle.DashLine)
             p.setPen(pen)
             p.setBrush(Qt.BrushStyle.NoBrush)
