@@ -235,7 +235,10 @@ class MediaCache(QObject):
     # -- requests ---------------------------------------------------------------------------------
 
     def request_asset(self, asset: Asset) -> None:
-        """Start the first pass for an asset: a poster/strip of thumbnails and, with sound, peaks."""
+        """Start the first pass for an asset: a strip of thumbnails for pictures, peaks for sound files.
+
+        A video's own peaks are computed only when something asks to draw them (:meth:`peaks`).
+        """
         if self._closed or asset.missing:
             return
         if asset.kind in (AssetKind.VIDEO, AssetKind.IMAGE) and asset.asset_id not in self._thumbs:
@@ -247,7 +250,13 @@ class MediaCache(QObject):
                 count = min(FIRST_PASS_THUMBS, n)
                 frames = sorted({int(i * n / count) for i in range(count)})
             self._submit_thumbs(asset, frames)
-        if (asset.kind is AssetKind.AUDIO or asset.has_audio) and asset.asset_id not in self._peaks_requested:
+        if asset.kind is AssetKind.AUDIO:
+            self._request_peaks(asset)
+
+    def _request_peaks(self, asset: Asset) -> None:
+        if self._closed or asset.missing or not (asset.kind is AssetKind.AUDIO or asset.has_audio):
+            return
+        if asset.asset_id not in self._peaks_requested:
             self._peaks_requested.add(asset.asset_id)
             self._pool.submit(
                 compute_peaks,
@@ -356,7 +365,7 @@ class MediaCache(QObject):
         """(min, max) per pixel column for seconds ``[t0, t1)`` of the asset's sound, or None (not yet)."""
         pyramid = self._peaks.get(asset.asset_id)
         if pyramid is None:
-            self.request_asset(asset)
+            self._request_peaks(asset)
             return None
         return pyramid_columns(pyramid, t0, t1, columns)
 

@@ -97,6 +97,25 @@ class PlaybackController(QObject):
         self._timer = QTimer(self)
         self._timer.setInterval(TICK_MS)
         self._timer.timeout.connect(self._on_tick)
+        # An edit while playing re-mixes the sound from the playhead (the old mix would be stale).
+        self._remix_timer = QTimer(self, singleShot=True, interval=150)
+        self._remix_timer.timeout.connect(self._on_remix_timer_timeout)
+        self._subscriptions = [
+            (project.clip_added, self._on_project_changed),
+            (project.clip_removed, self._on_project_changed),
+            (project.clip_changed, self._on_project_changed),
+            (project.track_changed, self._on_project_changed),
+        ]
+        for signal, slot in self._subscriptions:
+            signal.connect(slot)
+
+    def _on_project_changed(self, *args: Any) -> None:
+        if self.playing and self.speed == 1:
+            self._remix_timer.start()
+
+    def _on_remix_timer_timeout(self) -> None:
+        if self.playing:
+            self.seek(self.position)
 
     # -- the output stream ------------------------------------------------------------------------
 
@@ -140,6 +159,11 @@ class PlaybackController(QObject):
         """Stop playback and close the sound device (call when the window closes)."""
         self.pause()
         self._timer.stop()
+        self._remix_timer.stop()
+        for signal, slot in self._subscriptions:
+            if signal.is_connected(slot):
+                signal.disconnect(slot)
+        self._subscriptions = []
         if self._stream is not None:
             with contextlib.suppress(Exception):
                 self._stream.close()
@@ -257,7 +281,9 @@ class PlaybackController(QObject):
     def clock_seconds(self) -> float:
         """Seconds played since play started (audio samples consumed, or the wall clock)."""
         if self._use_audio_clock:
-            return self._consumed / self._rate
+            # What the listener hears now lags what the device took by its output latency.
+            latency = float(getattr(self._stream, "latency", 0.0) or 0.0)
+            return max(0.0, self._consumed / self._rate - latency)
         return (time.perf_counter() - self._start_time) * self.speed
 
     def _on_tick(self) -> None:

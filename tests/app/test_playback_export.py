@@ -186,3 +186,31 @@ def test_export_of_an_empty_timeline_is_refused_with_a_message(qtbot, window):
     window.act_export.trigger()
     assert window.export_worker is None
     assert "empty" in window.statusBar().currentMessage()
+
+
+def test_the_picture_waits_for_the_output_latency(qtbot, window, media_dir, output_factory):
+    _place_clip(qtbot, window, media_dir / "silent.mp4")
+    playback = window.doc.playback
+    playback.play()
+    stream = output_factory.streams[0]
+    stream.latency = 0.25  # what the device reports: a quarter second between callback and speaker
+    stream.pump(RATE // 2)
+    qtbot.waitUntil(lambda: playback.position == FPS // 4, timeout=2000)
+    playback.pause()
+    wait_idle(qtbot, window)
+
+
+def test_an_edit_while_playing_remixes_the_sound(qtbot, window, media_dir, output_factory):
+    clip_id = _place_clip(qtbot, window, media_dir / "clip.mp4")
+    playback = window.doc.playback
+    playback.play()
+    stream = output_factory.streams[0]
+    qtbot.waitUntil(lambda: playback._buffer is not None and len(playback._buffer) > 0, timeout=10000)
+    assert np.abs(stream.pump(4800)).max() > 0.1
+    # Muting the clip's track while playing: after the re-mix the output is silent.
+    track_id = window.doc.project.clip(clip_id).track_id
+    window.doc.editing.set_track_muted(track_id, True)
+    qtbot.waitUntil(lambda: playback._buffer is not None and len(playback._buffer) == 0, timeout=10000)
+    assert np.abs(stream.pump(4800)).max() == 0.0
+    playback.pause()
+    wait_idle(qtbot, window)
