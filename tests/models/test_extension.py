@@ -364,3 +364,18 @@ def test_low_vram_loading_runs_float8_offloaded_blocks(checkpoint, media):
     ExtensionPipeline(components)(prepare_request(request), trace=trace, decode_last_piece=False)
     assert trace["chunk0.latents_final"].shape == (16, 13, 2, 4)
     assert torch.isfinite(trace["chunk0.latents_final"]).all()
+
+
+def test_injected_noise_replaces_the_seeded_draw(shot, media):
+    request = _request(media, mode=ExtensionMode.SHOT_SWITCHING, duration=2)
+    stored = torch.full((16, 13, 2, 4), 0.5)
+    drawn: list[tuple[int, tuple[int, ...]]] = []
+
+    def noise(piece: int, shape: tuple[int, ...]) -> torch.Tensor:
+        drawn.append((piece, shape))
+        return stored
+
+    trace: dict[str, torch.Tensor] = {}
+    shot(prepare_request(request), noise=noise, trace=trace, decode_last_piece=False)
+    assert drawn == [(0, (16, 13, 2, 4))]
+    assert torch.equal(trace["chunk0.noise"], stored)
