@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings, QStandardPaths, QThreadPool
+from PySide6.QtCore import QSettings, QStandardPaths, QThreadPool, QtMsgType
 from PySide6.QtWidgets import QMessageBox
 
 from app.qt_compat import guard_none_refcount
@@ -31,6 +31,9 @@ QStandardPaths.setTestModeEnabled(True)
 for _fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
     QSettings.setPath(_fmt, QSettings.Scope.UserScope, _SETTINGS_DIR)
     QSettings.setPath(_fmt, QSettings.Scope.SystemScope, _SETTINGS_DIR)
+
+# Messages of the offscreen platform plugin itself, not of our code.
+PLATFORM_NOISE = {"This plugin does not support propagateSizeHints()"}
 
 FPS = 24
 VIDEO_FRAMES = 48
@@ -104,7 +107,7 @@ def prefs(tmp_path: Path):
 
 
 @pytest.fixture
-def window(qtbot, prefs, output_factory):
+def window(qtbot, qtlog, prefs, output_factory):
     from app.application import create_application
     from app.main_window import MainWindow
 
@@ -123,6 +126,14 @@ def window(qtbot, prefs, output_factory):
     win.ask_save_changes = lambda: QMessageBox.StandardButton.Discard
     win.close()
     win.deleteLater()
+    # Qt warnings are bugs (a timer stopped from another thread, a bad connection...): fail on them.
+    noisy = [
+        r.message
+        for r in qtlog.records
+        if r.type in (QtMsgType.QtWarningMsg, QtMsgType.QtCriticalMsg, QtMsgType.QtFatalMsg)
+        and r.message not in PLATFORM_NOISE
+    ]
+    assert not noisy, f"Qt warnings during the test: {noisy}"
 
 
 @pytest.fixture(autouse=True)
