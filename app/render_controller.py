@@ -125,7 +125,7 @@ class RenderController(QObject):
             if kind == QEvent.Type.ChildAdded and not self._closed:
                 # MainWindow._set_document sets ``doc`` and then a new central widget: adopt the new
                 # document once the window has finished wiring it.
-                QTimer.singleShot(0, self.sync_document)
+                QTimer.singleShot(0, self, self.sync_document)  # dropped if this object is gone
             elif kind == QEvent.Type.Close and not self._closed:
                 # Let the window decide (it may ask to save); stop our thread only if it really closes.
                 obj.event(event)

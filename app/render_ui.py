@@ -224,7 +224,11 @@ class RenderUi:
         timeline = self.window.doc.timeline
         menu = self.context_menu_for(pos)
         menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        menu.popup(timeline.mapToGlobal(pos))
+        self.popup_menu(menu, timeline.mapToGlobal(pos))
+
+    def popup_menu(self, menu: QMenu, global_pos: QPoint) -> None:
+        """Show a context menu (tests replace this: a popup grabs the keyboard, which offscreen Qt refuses)."""
+        menu.popup(global_pos)
 
 
 def attach_render_ui(window: Any, backend_factory: Callable[[], Any], estimator: Callable[..., Any] | None = None

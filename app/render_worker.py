@@ -45,6 +45,7 @@ from core.generation import (
 )
 
 _LIVE: weakref.WeakSet[QThread] = weakref.WeakSet()
+_STUCK: list[tuple[QThread, QObject]] = []  # threads that outlived stop(): kept so Qt never destroys them running
 
 
 def live_render_threads() -> list[QThread]:
@@ -183,6 +184,10 @@ class RenderWorker(QObject):
         done = thread.wait(timeout_ms)
         if done:
             self._thread = None
+        else:
+            # A backend stuck in a long device call: never let Qt destroy a running QThread (it aborts
+            # the process); keep both alive until the call returns and the thread ends by itself.
+            _STUCK.append((thread, self))
         return done
 
     # -- worker thread ---------------------------------------------------------------------------

@@ -102,6 +102,17 @@ def tiny_cpu_estimate(request: RenderRequest) -> Estimate:
     return Estimate(seconds=seconds, fits=True, note="tiny test model on the CPU (measured timings)")
 
 
+def as_estimate(value: Any) -> Estimate | None:
+    """An estimator's answer as an :class:`Estimate`: one already, a mapping of its fields, or any object with
+    those attributes (so ``models`` can answer without importing ``app``)."""
+    if value is None or isinstance(value, Estimate):
+        return value
+    names = ("seconds", "fits", "peak_bytes", "available_bytes", "note")
+    if isinstance(value, dict):
+        return Estimate(**{k: value[k] for k in names if k in value})
+    return Estimate(**{k: getattr(value, k) for k in names if hasattr(value, k)})
+
+
 def describe_estimate(estimate: Estimate | None) -> str:
     """The estimate in words for the dialog."""
     if estimate is None:
@@ -304,7 +315,7 @@ class ShotDialog(QDialog):
         request = self.estimate_request()
         try:
             if self.estimator is not None:
-                return self.estimator(request)
+                return as_estimate(self.estimator(request))
             if request.model == "tiny":
                 return tiny_cpu_estimate(request)
         except Exception as exc:  # an estimate is advice: never block the dialog

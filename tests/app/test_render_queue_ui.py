@@ -141,13 +141,12 @@ def test_shot_from_references_via_menu_dialog_lands_and_undo_removes_it(window, 
 
 
 def test_keyboard_shortcut_opens_dialog_and_estimate_uses_injected_estimator(window, qtbot, studio):
-    from app.shot_dialog import Estimate
-
     asked = []
 
-    def estimator(request: RenderRequest) -> Estimate:
+    def estimator(request: RenderRequest) -> dict:
+        # A plain mapping: the models layer answers without importing app types.
         asked.append(request)
-        return Estimate(seconds=125, fits=False, peak_bytes=30 * 2**30, available_bytes=24 * 2**30)
+        return {"seconds": 125, "fits": False, "peak_bytes": 30 * 2**30, "available_bytes": 24 * 2**30}
 
     studio.ui.estimator = estimator
     window.activateWindow()
