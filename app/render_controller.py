@@ -108,6 +108,7 @@ class RenderController(QObject):
         self.worker.job_stopped.connect(self._on_worker_job_stopped)
         self._running: tuple[RenderQueue, str] | None = None
         self._landing: set[str] = set()  # jobs whose output is being probed
+        self.landed: dict[str, str] = {}  # job id -> clip id it landed as (or became a take of)
         self._doc: Any = None
         self.queue: RenderQueue = RenderQueue()
         self._kick_timer = QTimer(self, singleShot=True, interval=0)
@@ -590,8 +591,20 @@ class RenderController(QObject):
         if clip_id and self.project.has_clip(clip_id):
             with contextlib.suppress(Exception):
                 self.doc.timeline.set_selection({clip_id})
+        self.landed[job.job_id] = clip_id
         self.message.emit(f"“{job.label}” is on the timeline.")
         self.job_landed.emit(job.job_id, clip_id)
+
+    def reveal(self, job_id: str) -> str:
+        """Select the clip a finished job landed as and move the playhead to it; returns its id."""
+        clip_id = self.landed.get(job_id, "")
+        if not clip_id or not self.project.has_clip(clip_id):
+            raise ValueError("That render is not on the timeline (it was undone or is not finished).")
+        doc = self.doc
+        doc.timeline.set_selection({clip_id})
+        doc.playback.seek(self.project.clip(clip_id).start)
+        doc.timeline.ensure_frame_visible(self.project.clip(clip_id).start)
+        return clip_id
 
     def _queue_for_job(self, job: Job) -> RenderQueue | None:
         return self.queue if any(j is job for j in self.queue.jobs) else None

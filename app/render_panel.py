@@ -98,7 +98,8 @@ def job_summary(job: Job, now: float) -> str:
 
 
 class QtJobListModel(QAbstractListModel):
-    """Rows of the live render queue (no copy). Drops reorder via ``move(job_id, row)``.
+    """Rows of the live render queue: references to its jobs (no copies) in queue order, updated inside
+    Qt's begin/end calls. Drops reorder via ``move(job_id, row)``.
 
     Args:
         queue: the queue to show (:meth:`set_queue` swaps it).
@@ -110,6 +111,7 @@ class QtJobListModel(QAbstractListModel):
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._queue: RenderQueue | None = None
+        self._rows: list[Job] = []
         self.previews = previews if previews is not None else {}
         self._move = move
         self.set_queue(queue)
@@ -119,6 +121,9 @@ class QtJobListModel(QAbstractListModel):
         if self._queue is not None:
             self.detach()
         self._queue = queue
+        # References to the queue's jobs in row order. Core events arrive after the queue changed, but Qt's
+        # begin*/end* must bracket the change, so rows follow the queue between those calls.
+        self._rows: list[Job] = list(queue.jobs)
         queue.job_added.connect(self._on_queue_job_added)
         queue.job_removed.connect(self._on_queue_job_removed)
         queue.job_changed.connect(self._on_queue_job_changed)
@@ -142,40 +147,40 @@ class QtJobListModel(QAbstractListModel):
     # core events -> Qt rows
     def _on_queue_job_added(self, job: Job, index: int) -> None:
         self.beginInsertRows(QModelIndex(), index, index)
+        self._rows.insert(index, job)
         self.endInsertRows()
 
     def _on_queue_job_removed(self, job: Job, index: int) -> None:
-        # The queue already removed it; Qt only needs the row number.
         self.beginRemoveRows(QModelIndex(), index, index)
+        del self._rows[index]
         self.endRemoveRows()
 
     def _on_queue_job_changed(self, job: Job) -> None:
         self.job_changed(job.job_id)
 
     def job_changed(self, job_id: str) -> None:
-        with contextlib.suppress(Exception):
-            row = self.queue.index(job_id)
-            index = self.index(row, 0)
-            self.dataChanged.emit(index, index)
+        for row, job in enumerate(self._rows):
+            if job.job_id == job_id:
+                index = self.index(row, 0)
+                self.dataChanged.emit(index, index)
+                return
 
     def _on_queue_job_moved(self, job: Job, old: int, new: int) -> None:
         # Qt's destination is the row *before which* the item goes, in pre-move numbering.
         dest = new + 1 if new > old else new
-        # The queue has already moved the job, so announce the move as it happened.
         if self.beginMoveRows(QModelIndex(), old, old, QModelIndex(), dest):
+            self._rows.insert(new, self._rows.pop(old))
             self.endMoveRows()
-        else:  # pragma: no cover - a no-op move
-            self.layoutChanged.emit()
 
     # reading
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() or self._queue is None else len(self.queue)
+        return 0 if parent.isValid() else len(self._rows)
 
     def job_at(self, row: int) -> Job:
-        return self.queue.jobs[row]
+        return self._rows[row]
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self.queue):
+        if not index.isValid() or not 0 <= index.row() < len(self._rows):
             return None
         job = self.job_at(index.row())
         if role == Qt.ItemDataRole.DisplayRole:
@@ -226,7 +231,7 @@ class QtJobListModel(QAbstractListModel):
             return False
         ids = [i for i in bytes(data.data(JOB_MIME).data()).decode().split("\n") if i]
         if row < 0:
-            row = parent.row() if parent.isValid() else len(self.queue)
+            row = parent.row() if parent.isValid() else len(self._rows)
         for job_id in ids:
             with contextlib.suppress(Exception):
                 old = self.queue.index(job_id)
@@ -349,6 +354,7 @@ class RenderPanel(QWidget):
         self.view.setUniformItemSizes(False)
         self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.view.customContextMenuRequested.connect(self._show_menu)
+        self.view.doubleClicked.connect(lambda index: self._guard(lambda: self._on_view_double_clicked(index)))
         self.view.selectionModel().currentChanged.connect(lambda *a: self._update_buttons())
         self.preview = QLabel("No render running")
         self.preview.setObjectName("renderPreview")
@@ -457,6 +463,13 @@ class RenderPanel(QWidget):
         self.play_button.setEnabled(job is not None and bool(job.piece_paths))
         if not self._player_timer.isActive():
             self._show_preview()
+
+    def _on_view_double_clicked(self, index: QModelIndex) -> None:
+        job = self.model.job_at(index.row())
+        if job.state is JobState.FINISHED:
+            self.controller.reveal(job.job_id)
+        elif job.piece_paths:
+            self.play_selected_piece()
 
     def _show_menu(self, pos: Any) -> None:
         index = self.view.indexAt(pos)

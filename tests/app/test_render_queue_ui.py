@@ -357,3 +357,54 @@ def test_closing_the_window_pauses_the_render_and_keeps_the_queue(window, qtbot,
     data = json.loads(path.read_text())
     [saved] = data["render_queue"]["jobs"]
     assert saved["job_id"] == job.job_id and saved["state"] == "paused"
+
+
+def test_job_list_model_passes_the_model_tester_through_adds_moves_and_removes(window, qtbot, qtmodeltester, studio,
+                                                                                 fake):
+    model = studio.ui.panel.model
+    fake.pause_at = (0, 0)
+    jobs = [studio.shot_from_references([studio.ids["image"]], f"take {i}", duration_s=1, start=200 * i)
+            for i in range(3)]
+    qtbot.waitUntil(fake.paused.is_set, timeout=10000)
+    qtmodeltester.check(model, force_py=True)
+    studio.move(jobs[2].job_id, 1)
+    studio.cancel(jobs[1].job_id)
+    studio.remove(jobs[1].job_id)
+    assert [model.job_at(r).job_id for r in range(model.rowCount())] == [jobs[0].job_id, jobs[2].job_id]
+    qtmodeltester.check(model, force_py=True)
+    fake.pause_at = None
+    fake.release()
+    qtbot.waitUntil(lambda: jobs[2].state is JobState.FINISHED and studio.idle, timeout=20000)
+
+
+def test_double_click_a_finished_job_reveals_its_clip(window, qtbot, studio):
+    job = studio.shot_from_references([studio.ids["image"]], "reveal me", duration_s=1, start=150)
+    _, clip_id = _land(qtbot, studio)
+    window.doc.timeline.set_selection(set())
+    window.doc.playback.seek(0)
+    view = studio.ui.panel.view
+    index = studio.ui.panel.model.index(studio.queue.index(job.job_id), 0)
+    view.scrollTo(index)
+    centre = view.visualRect(index).center()
+
+    def double_click():  # as Qt sees a real one: press, release, double-click, release
+        qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=centre)
+        qtbot.mouseDClick(view.viewport(), Qt.MouseButton.LeftButton, pos=centre)
+        qtbot.mouseRelease(view.viewport(), Qt.MouseButton.LeftButton, pos=centre)
+
+    double_click()
+    assert window.doc.timeline.selected == {clip_id}
+    assert window.doc.playback.position == 150
+    window.doc.stack.undo()
+    double_click()  # the clip is gone: a message, not a crash
+    assert "not on the timeline" in window.statusBar().currentMessage()
+
+
+def test_generate_menu_and_show_queue(window, qtbot, studio):
+    menu = studio.ui.menu
+    texts = [a.text() for a in menu.actions() if not a.isSeparator()]
+    assert texts == ["&Shot from References…", "&Extend Clip…", "&Cut to…", "&Avatar from Audio Region…",
+                     "&Re-render (new seed)", "Draft &Preview of Clip", "&Final Render of Clip", "Show Render &Queue"]
+    studio.ui.dock.hide()
+    studio.ui.actions["queue"].trigger()
+    assert studio.ui.dock.isVisible()
