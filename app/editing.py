@@ -148,6 +148,8 @@ class EditingController(QObject):
             self.message.emit(f"Could not import {text}")
         elif added_ids:
             self.message.emit(f"Imported {len(added_ids)} file{'s' if len(added_ids) != 1 else ''}")
+        elif infos and not placed:
+            self.message.emit("Already in the bin: nothing new to import")
         self.import_finished.emit(added_ids, errors)
         if placed:
             self.clips_placed.emit(placed)

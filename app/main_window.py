@@ -36,6 +36,7 @@ from app.inspector import InspectorPanel
 from app.media_jobs import MediaCache
 from app.playback import PlaybackController, sounddevice_output
 from app.settings import Preferences
+from app.timecode import format_timecode
 from app.timeline import QtTimelineView, TimelinePanel
 from app.undo import UndoController
 from app.viewer import FrameProvider, ViewerPanel
@@ -721,7 +722,13 @@ class MainWindow(QMainWindow):
         in_out = (doc.timeline.in_point, doc.timeline.out_point)
         job = document.export_job(doc.project, Path(path), in_out)
         worker = ExportWorker(job, document.export_cancelled_types())
-        dialog = QProgressDialog(f"Exporting {Path(path).name}…", "Cancel", 0, 100, self)
+        fps = doc.project.settings.fps
+        span = ""
+        if in_out != (None, None):
+            a = in_out[0] if in_out[0] is not None else 0
+            b = in_out[1] if in_out[1] is not None else doc.project.end_frame
+            span = f" (in {format_timecode(a, fps)} to out {format_timecode(b, fps)})"
+        dialog = QProgressDialog(f"Exporting {Path(path).name}{span}…", "Cancel", 0, 100, self)
         dialog.setWindowTitle("Export")
         dialog.setWindowModality(Qt.WindowModality.WindowModal)
         dialog.setMinimumDuration(0)

@@ -8,8 +8,6 @@ contract); its error is re-raised to the caller, which shows it. Main thread onl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from PySide6.QtGui import QUndoCommand, QUndoStack
@@ -58,7 +56,6 @@ class UndoController:
     def __init__(self, project: Any, stack: QUndoStack | None = None) -> None:
         self.project = project
         self.stack = stack if stack is not None else QUndoStack()
-        self._macro_depth = 0
 
     def push(self, edit: Any, merge: bool = False) -> None:
         """Apply ``edit`` as one undoable step.
@@ -74,28 +71,3 @@ class UndoController:
         self.stack.push(command)
         if command.error is not None:
             raise command.error
-
-    @contextmanager
-    def macro(self, label: str) -> Iterator[None]:
-        """Group the pushes made inside the block into one undo step.
-
-        If a push inside fails, the steps already applied in the group are undone before re-raising, so
-        a half-done compound action never stays in the project (nor as a redo step).
-        """
-        self.stack.beginMacro(label)
-        self._macro_depth += 1
-        try:
-            yield
-        except BaseException:
-            self._macro_depth -= 1
-            self.stack.endMacro()
-            if self._macro_depth == 0 and self.stack.index() > 0:
-                self.stack.undo()
-                partial = self.stack.command(self.stack.index())
-                if partial is not None:
-                    # An obsolete command is deleted instead of redone (QUndoStack, Qt >= 5.9).
-                    partial.setObsolete(True)
-            raise
-        else:
-            self._macro_depth -= 1
-            self.stack.endMacro()
