@@ -203,25 +203,65 @@ class LocalBackend:
         return RenderResult(request.output_path, len(frames), DEFAULT_FPS, frames.shape[2], frames.shape[1])
 
     def _run_extension(self, request, prepared, ctx, folder, device, dtype) -> RenderResult:
-        from core.media.writer import write_video
         from models.extension.pipeline import ExtensionPipeline, check_checkpoint, load_components
 
         extension, inputs = prepared
         check_checkpoint(folder, extension.mode)
+        offload = request.offload or request.low_vram
         pipeline = self._pipeline(
-            ("extension", extension.mode, str(folder), str(device), dtype),
-            lambda: ExtensionPipeline(load_components(folder, extension.mode, device=device, dtype=dtype)),
+            ("extension", extension.mode, str(folder), str(device), dtype, offload, request.low_vram),
+            lambda: ExtensionPipeline(load_components(folder, extension.mode, device=device, dtype=dtype,
+                                                      offload=offload, low_vram=request.low_vram)),
         )
-        frames = pipeline(inputs, ctx).frames
-        write_video(request.output_path, frames, DEFAULT_FPS)
-        return RenderResult(request.output_path, len(frames), DEFAULT_FPS, frames.shape[2], frames.shape[1])
+        # Frames stream into the MP4 piece by piece: a 30 s extension never sits in memory.
+        with _StreamingOutput(request.output_path, DEFAULT_FPS) as output:
+            result = pipeline(inputs, ctx, on_frames=output.write)
+            if len(result.frames):  # shot switching (one short piece) returns its frames directly
+                output.write(result.frames)
+        return output.result()
 
     def _run_avatar(self, request, prepared, ctx, folder, device, dtype, buckets) -> RenderResult:
-        from models.avatar.pipeline import TalkingAvatarPipeline, load_components, render_to_file
+        from models.avatar.pipeline import job_size, load_pipeline, render_to_file
 
         avatar, inputs = prepared
+        plan = self._memory_plan(request, device, dtype, job_size(avatar, inputs, buckets))
         pipeline = self._pipeline(
-            ("avatar", str(folder), str(device), dtype),
-            lambda: TalkingAvatarPipeline(load_components(folder, device, dtype), bucket_tables=buckets),
+            ("avatar", str(folder), str(device), dtype, dataclasses.replace(plan, estimated_peak_bytes=0, reasons=())),
+            lambda: load_pipeline(folder, device=device, dtype=dtype, plan=plan, bucket_tables=buckets),
         )
         return render_to_file(pipeline, avatar, request.output_path, ctx, inputs=inputs)
+
+
+class _StreamingOutput:
+    """An MP4 written frame group by frame group; atomic (no file unless every frame arrived)."""
+
+    def __init__(self, path: str, fps: int) -> None:
+        self.path = path
+        self.fps = fps
+        self.writer: Any = None
+        self.frames = 0
+        self.size = (0, 0)
+
+    def write(self, frames: Any) -> None:
+        from core.media.writer import VideoWriter
+
+        if self.writer is None:
+            self.size = (frames.shape[2], frames.shape[1])
+            self.writer = VideoWriter(self.path, self.fps, *self.size)
+        for frame in frames:
+            self.writer.write_frame(frame)
+        self.frames += len(frames)
+
+    def __enter__(self) -> _StreamingOutput:
+        return self
+
+    def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
+        if self.writer is None:
+            return
+        if kind is None:
+            self.writer.close()
+        else:
+            self.writer.abort()
+
+    def result(self) -> RenderResult:
+        return RenderResult(self.path, self.frames, self.fps, self.size[0], self.size[1])

@@ -583,6 +583,7 @@ class ExtensionPipeline:
         noise: NoiseSource | None = None,
         trace: dict[str, torch.Tensor] | None = None,
         decode_last_piece: bool = True,
+        on_frames: Callable[[np.ndarray], None] | None = None,
     ) -> ExtensionResult:
         """Generate.
 
@@ -594,8 +595,11 @@ class ExtensionPipeline:
                 ``chunk0.latents_final``, ...).
             decode_last_piece: False stops after the last piece's denoising (its latents are in
                 ``trace``; the result holds the earlier pieces' frames only). For diagnostics.
+            on_frames: receives each piece's new frames as soon as they are decoded (or read back on
+                resume); the result then holds no frames, so a 30 s extension never sits in memory.
         """
         ctx = ctx or RunContext()
+        self._on_frames = on_frames
         noise = noise or seeded_noise(prepared.request.seed)
         self._decode_last = decode_last_piece
         with torch.no_grad():
@@ -604,6 +608,13 @@ class ExtensionPipeline:
             return self._shot_switching(prepared, ctx, noise, trace)
 
     # -- shared pieces ----------------------------------------------------------------------
+
+    def _deliver(self, outputs: list[np.ndarray], frames: np.ndarray) -> None:
+        """Hand a piece's frames to the caller's sink (streaming), or keep them for the result."""
+        if self._on_frames is not None:
+            self._on_frames(frames)
+        else:
+            outputs.append(frames)
 
     def _encode_text(self, prompt: str, trace: dict[str, torch.Tensor] | None) -> torch.Tensor:
         encoder = self.components.text_encoder
@@ -697,7 +708,7 @@ class ExtensionPipeline:
         for piece in prepared.plan:
             done = ctx.finished_piece(piece.index)
             if done is not None and "prefix_frames" in done.state:
-                outputs.append(done.frames)
+                self._deliver(outputs, done.frames)
                 condition = done.state["prefix_frames"].numpy()
                 resumed.append(piece.index)
                 continue
@@ -742,7 +753,7 @@ class ExtensionPipeline:
                 new_frames,
                 {"prefix_frames": torch.from_numpy(np.ascontiguousarray(condition))},
             )
-            outputs.append(new_frames)
+            self._deliver(outputs, new_frames)
         frames = (
             np.concatenate(outputs, axis=0)
             if outputs

@@ -100,3 +100,20 @@ def test_cli_reports_bad_input_readably(tmp_path, capsys):
                 "--model", "tiny", "--output", str(tmp_path / "x.mp4")])
     assert code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_extension_streams_into_mp4(tmp_path, tiny_dir):
+    from core.media.writer import write_video
+
+    clip = tmp_path / "clip.mp4"
+    write_video(str(clip), np.stack([np.full((72, 128, 3), i * 5, np.uint8) for i in range(30)]), 24)
+    request = RenderRequest(
+        task=Task.SINGLE_SHOT_EXTENSION, prompt="continue", output_path=str(tmp_path / "ext.mp4"),
+        work_dir=str(tmp_path / "work"), input_video=str(clip), duration_s=5, model="tiny", steps=1,
+    )
+    pieces = []
+    result = LocalBackend(tiny_dir=tiny_dir).render(request, pieces.append, threading.Event())
+    assert result.fps == 24 and result.num_frames == 132  # 5 s piece: 33 latents -> 132 new frames
+    with av.open(result.output_path) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 132
+    assert any(isinstance(e, PieceFinished) for e in pieces)
