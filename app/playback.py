@@ -136,7 +136,7 @@ class PlaybackController(QObject):
             self._stream = self._output_factory(self._rate, CHANNELS, self._audio_callback)
         except Exception as exc:  # OSError from a missing PortAudio, PortAudioError without a device
             self._stream_failed = str(exc) or type(exc).__name__
-            self.message.emit(f"No sound: {self._stream_failed}. Playing the picture without audio.")
+            self.message.emit(f"No audio output available, playing without sound ({self._stream_failed})")
             return False
         return True
 
@@ -243,7 +243,7 @@ class PlaybackController(QObject):
             except Exception as exc:
                 self._use_audio_clock = False
                 self._stream_failed = str(exc)
-                self.message.emit(f"No sound: {exc}. Playing the picture without audio.")
+                self.message.emit(f"No audio output available, playing without sound ({exc})")
         self._timer.start()
 
     def _stop_clock(self) -> None:
