@@ -956,9 +956,7 @@ class QtTimelineView(QWidget):
         others = [c for c in track.clips if c.clip_id != clip.clip_id]
         if drag.mode == "trim_left":
             prev_end = max((c.end for c in others if c.end <= clip.start), default=0)
-            lowest = max(prev_end, clip.start - clip.in_point)
-            if asset is not None and asset.is_unlimited:
-                lowest = prev_end
+            lowest = max(prev_end, clip.start - clip.in_point)  # the media has no frames before 0
             frame = min(max(frame, lowest), clip.end - 1)
         else:
             next_start = min((c.start for c in others if c.start >= clip.end), default=10**9)
