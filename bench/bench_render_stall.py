@@ -36,6 +36,9 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads on the worker")
+    parser.add_argument("--warm-pipelines", action="store_true",
+                        help="the backend factory also imports the R2V pipeline module (what a "
+                             "LocalBackend.warm_up hook would do), so warm-up absorbs the diffusers import")
     args = parser.parse_args()
 
     import numpy as np
@@ -64,6 +67,8 @@ def main() -> int:
         from models.backend import LocalBackend
 
         torch.set_num_threads(args.threads)
+        if args.warm_pipelines:
+            import models.r2v.pipeline  # noqa: F401
         return LocalBackend(device="cpu")
 
     controller = attach_render_ui(window, factory)
@@ -134,7 +139,7 @@ def main() -> int:
         results.append((index, elapsed, worst, p99, latencies[first_latency:]))
 
     print(f"tiny R2V, {args.duration} s, {args.steps} steps, torch threads {args.threads}, platform "
-          f"{app.platformName()}")
+          f"{app.platformName()}" + (", pipeline modules imported during warm-up" if args.warm_pipelines else ""))
     print(f"warm-up (import torch, build the backend on the worker): {warm_s:6.2f} s  largest stall "
           f"{warm_worst:6.1f} ms, p99 {warm_p99:5.1f} ms")
     for index, elapsed, worst, p99, lat in results:
