@@ -612,11 +612,12 @@ class TimelineRenderOverlay(QWidget):
         return False
 
     def paintEvent(self, event: Any) -> None:
-        from app.timeline import HEADER_W, RULER_H
+        from app import timeline as canvas
 
+        header_w, ruler_h = getattr(canvas, "HEADER_W", 132), getattr(canvas, "RULER_H", 30)
         painted: list[str] = []
         p = QPainter(self)
-        p.setClipRect(QRectF(HEADER_W, RULER_H, self.width() - HEADER_W, self.height() - RULER_H))
+        p.setClipRect(QRectF(header_w, ruler_h, self.width() - header_w, self.height() - ruler_h))
         font = QFont(self.font())
         font.setPointSizeF(8.0)
         p.setFont(font)
