@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, QStandardPaths, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtGui import QImage
 
 from app.render_worker import RenderWorker
@@ -101,11 +101,12 @@ class RenderController(QObject):
         self.previews: dict[str, tuple[QImage, int, int]] = {}
         self.preview_times: dict[str, float] = {}  # job id -> worker perf_counter of the shown preview
         self.worker = RenderWorker(backend_factory)
-        self.worker.job_event.connect(self._on_worker_job_event)
-        self.worker.updates_ready.connect(self._on_worker_updates_ready)
-        self.worker.job_finished.connect(self._on_worker_job_finished)
-        self.worker.job_failed.connect(self._on_worker_job_failed)
-        self.worker.job_stopped.connect(self._on_worker_job_stopped)
+        queued = Qt.ConnectionType.QueuedConnection  # worker thread -> main thread, always
+        self.worker.job_event.connect(self._on_worker_job_event, queued)
+        self.worker.updates_ready.connect(self._on_worker_updates_ready, queued)
+        self.worker.job_finished.connect(self._on_worker_job_finished, queued)
+        self.worker.job_failed.connect(self._on_worker_job_failed, queued)
+        self.worker.job_stopped.connect(self._on_worker_job_stopped, queued)
         self._running: tuple[RenderQueue, str] | None = None
         self._landing: set[str] = set()  # jobs whose output is being probed
         self.landed: dict[str, str] = {}  # job id -> clip id it landed as (or became a take of)
@@ -116,6 +117,9 @@ class RenderController(QObject):
         self._closed = False
         self.message.connect(lambda text: window.show_message(text, 12000))
         window.installEventFilter(self)
+        changed = getattr(window, "document_changed", None)  # a window that announces new documents
+        if changed is not None:
+            changed.connect(lambda *args: self.sync_document())
         self.sync_document(offer_resume=False)
 
     # -- following the window's document ----------------------------------------------------------
