@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,3 +225,61 @@ class RunContext:
     def finished_piece(self, piece: int) -> FinishedPiece | None:
         """The checkpoint of an already finished piece (resume), or None."""
         return self.pieces.load(piece) if self.pieces else None
+
+
+class NoiseSource:
+    """A render's random draws, in the official order, from one seeded CPU generator (the official
+    global-RNG stream on the CPU). Used by R2V and the avatar; the extension re-seeds per piece and
+    has its own callable (``models.extension.pipeline.seeded_noise``).
+
+    ``stored`` replaces the draws by given tensors (golden cases made with another RNG); with ``keep``
+    every draw is recorded in ``drawn``.
+    """
+
+    def __init__(self, seed: int, stored: Sequence[torch.Tensor] | None = None, keep: bool = True) -> None:
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.stored = list(stored) if stored is not None else None
+        self.keep = keep
+        self.count = 0
+        self.drawn: list[torch.Tensor] = []
+
+    def draw(self, shape: Sequence[int]) -> torch.Tensor:
+        index = self.count
+        if self.stored is not None:
+            if index >= len(self.stored):
+                raise ValueError(f"stored noise has {len(self.stored)} draws; draw {index} was requested")
+            # A copy, so in-place updates of the latents never reach the caller's tensors.
+            value = self.stored[index].to(torch.float32).clone()
+            if tuple(value.shape) != tuple(shape):
+                raise ValueError(
+                    f"stored noise draw {index} has shape {tuple(value.shape)}, need {tuple(shape)}"
+                )
+        else:
+            value = torch.randn(tuple(shape), generator=self.generator, dtype=torch.float32)
+        self.count += 1
+        if self.keep:
+            self.drawn.append(value)
+        return value
+
+
+class NullPlacement:
+    """No-op placement (everything stays where it was loaded); :mod:`models.memory` supplies real ones."""
+
+    def activate(self, module: torch.nn.Module) -> None:
+        pass
+
+    def park(self, module: torch.nn.Module) -> None:
+        pass
+
+
+def install_block_cancel_checks(
+    transformer: torch.nn.Module, ctx: RunContext
+) -> list[torch.utils.hooks.RemovableHandle]:
+    """Poll cancel before every transformer block, so a cancel lands within a (long) step.
+
+    Returns the hook handles (remove them in a ``finally``); none for a model without ``blocks``.
+    """
+    blocks = getattr(transformer, "blocks", None)
+    if blocks is None:
+        return []
+    return [block.register_forward_pre_hook(lambda module, args: ctx.check_cancel()) for block in blocks]

@@ -60,7 +60,8 @@ from models.avatar.schedule import (
 from models.avatar.transformer import AvatarTransformer, AvatarTransformerConfig
 from models.avatar.wav2vec2 import FOLDER as WAV2VEC2_DIR
 from models.avatar.wav2vec2 import audio_embedding, load_wav2vec2
-from models.pipeline_base import RunContext
+from models.buckets import closest_key
+from models.pipeline_base import NoiseSource, NullPlacement, RunContext, install_block_cancel_checks
 
 FPS = 25
 WINDOW = 81  # frames per pass (21 latent frames)
@@ -280,9 +281,7 @@ def prepare_audio(path: str, start_s: float | None = None, end_s: float | None =
 
 def select_bucket(width: int, height: int, table: Mapping[str, tuple[int, int]]) -> tuple[int, int]:
     """(height, width) of the bucket whose key is closest to height/width (ties: first in table order)."""
-    ratio = height / width
-    key = sorted(table.keys(), key=lambda k: abs(float(k) - ratio))[0]
-    return table[key]
+    return table[closest_key(height, width, table)]
 
 
 def resize_and_crop(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
@@ -489,37 +488,6 @@ def load_components(
 # Generation
 
 
-class NoiseSource:
-    """All random draws of a render, in the official order, from one seeded CPU generator (the official
-    global-RNG stream on the CPU). ``stored`` injects given draws instead (golden cases); ``drawn``
-    records every draw when ``keep`` is set."""
-
-    def __init__(self, seed: int, stored: Sequence[torch.Tensor] | None = None, keep: bool = False) -> None:
-        self.generator = torch.Generator(device="cpu").manual_seed(seed)
-        self.stored = list(stored) if stored is not None else None
-        self.keep = keep
-        self.count = 0
-        self.drawn: list[torch.Tensor] = []
-
-    def draw(self, shape: Sequence[int]) -> torch.Tensor:
-        if self.stored is not None:
-            if self.count >= len(self.stored):
-                raise ValueError(
-                    f"stored noise has {len(self.stored)} draws; draw {self.count} was requested"
-                )
-            value = self.stored[self.count].to(torch.float32).clone()
-            if tuple(value.shape) != tuple(shape):
-                raise ValueError(
-                    f"stored draw {self.count} has shape {tuple(value.shape)}, need {tuple(shape)}"
-                )
-        else:
-            value = torch.randn(tuple(shape), generator=self.generator, dtype=torch.float32)
-        self.count += 1
-        if self.keep:
-            self.drawn.append(value.clone())
-        return value
-
-
 FrameSink = Callable[[np.ndarray], None]
 
 
@@ -533,16 +501,6 @@ class AvatarResult:
     seed: int
     speech: np.ndarray  # the normalised 16 kHz audio (what the official code muxes)
     trace: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-class _Placement:
-    """No-op placement (everything stays where it was loaded); :mod:`models.memory` supplies real ones."""
-
-    def activate(self, module: Any) -> None:
-        pass
-
-    def park(self, module: Any) -> None:
-        pass
 
 
 @dataclass
@@ -571,7 +529,7 @@ class TalkingAvatarPipeline:
     ) -> None:
         self.components = components
         self.device = components.device
-        self.placement = placement or _Placement()
+        self.placement = placement or NullPlacement()
         self.bucket_tables = {k: _as_bucket_table(v) for k, v in (bucket_tables or {}).items()}
 
     # -- phases ---------------------------------------------------------------------------------
@@ -683,7 +641,7 @@ class TalkingAvatarPipeline:
             trace[f"{tag}.timesteps"] = timesteps[:-1].cpu().clone()
         steps = len(timesteps) - 1
         self.placement.activate(comps.transformer)
-        hooks = _install_block_cancel_checks(comps.transformer, ctx)
+        hooks = install_block_cancel_checks(comps.transformer, ctx)
         try:
             for i in range(steps):
                 ctx.check_cancel()
@@ -795,7 +753,7 @@ class TalkingAvatarPipeline:
         null = null_context if use_null else None
         ctx.check_cancel()
 
-        noise = NoiseSource(request.seed, stored_noise)
+        noise = NoiseSource(request.seed, stored_noise, keep=False)
         passes = plan.passes
         emitted = 0
 
@@ -908,14 +866,6 @@ def _as_bucket_table(table: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
         size = value[0] if isinstance(value[0], (list, tuple)) else value
         out[key] = (int(size[0]), int(size[1]))
     return out
-
-
-def _install_block_cancel_checks(transformer: torch.nn.Module, ctx: RunContext) -> list[Any]:
-    """Poll cancel before every transformer block, so a cancel lands within a (long) step."""
-    return [
-        block.register_forward_pre_hook(lambda module, args: ctx.check_cancel())
-        for block in transformer.blocks
-    ]
 
 
 def render_to_file(

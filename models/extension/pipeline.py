@@ -33,7 +33,7 @@ from __future__ import annotations
 import collections
 import enum
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from core.generation import ModelsMissing, RenderRequest, RequestInvalid, Transition
+from models.buckets import ASPECT_RATIO_CONFIG, BucketTable, closest_key, round_down_16
 from models.extension.transformer import ExtensionTransformer
 from models.extension.transitions import compose_prompt
 from models.pipeline_base import RunContext
@@ -61,33 +62,8 @@ LATENT_MULTIPLE = 8  # condition + new latent frames is always a multiple of thi
 VAE_TIME_STRIDE = 4
 VAE_SPACE_STRIDE = 8
 
-# Official bucket tables (height, width) before rounding down to multiples of 16, keyed by the
-# aspect height/width as a string (spec 2.1).
-BUCKETS: dict[str, dict[str, tuple[int, int]]] = {
-    "480P": {
-        "0.38": (392, 1046), "0.43": (420, 980), "0.48": (444, 925), "0.50": (452, 904),
-        "0.53": (466, 880), "0.54": (470, 870), "0.56": (480, 854), "0.62": (506, 810),
-        "0.67": (522, 784), "0.75": (554, 738), "1.00": (640, 640), "1.33": (740, 555),
-        "1.50": (784, 522), "1.78": (854, 480), "1.89": (880, 466), "2.00": (906, 454),
-        "2.08": (924, 444),
-    },
-    "540P": {
-        "0.34": (416, 1216), "0.38": (464, 1216), "0.40": (464, 1152), "0.43": (496, 1152),
-        "0.48": (496, 1024), "0.50": (512, 1024), "0.53": (512, 960), "0.57": (544, 960),
-        "0.60": (544, 912), "0.63": (576, 912), "0.67": (576, 864), "0.72": (624, 864),
-        "0.75": (624, 832), "0.79": (656, 832), "0.84": (656, 784), "0.92": (720, 784),
-        "1.00": (720, 720), "1.09": (784, 720), "1.26": (784, 624), "1.33": (832, 624),
-        "1.40": (832, 592), "1.49": (880, 592), "1.62": (880, 544), "1.78": (960, 544),
-        "1.88": (960, 512), "2.00": (1024, 512), "2.13": (1024, 480),
-    },
-    "720P": {
-        "0.38": (588, 1568), "0.43": (628, 1466), "0.48": (666, 1388), "0.50": (678, 1356),
-        "0.53": (698, 1318), "0.54": (706, 1306), "0.56": (720, 1280), "0.62": (758, 1212),
-        "0.67": (784, 1176), "0.75": (832, 1110), "1.00": (960, 960), "1.33": (1108, 832),
-        "1.50": (1176, 784), "1.78": (1280, 720), "1.89": (1320, 698), "2.00": (1358, 680),
-        "2.08": (1386, 666),
-    },
-}  # fmt: skip
+# Official bucket tables (spec 2.1), the same ones R2V uses.
+BUCKETS = ASPECT_RATIO_CONFIG
 
 
 class ExtensionMode(enum.StrEnum):
@@ -247,12 +223,11 @@ def plan_shot_switching(duration: int) -> list[PiecePlan]:
     ]  # fmt: skip
 
 
-def select_bucket(height: int, width: int, table: Mapping[str, Sequence[int]]) -> tuple[int, int]:
-    """Closest aspect key (ties: first in table order), sizes rounded down to multiples of 16."""
-    aspect = height / width
-    key = min(table.keys(), key=lambda k: abs(float(k) - aspect))
-    h, w = table[key]
-    return int(h) // 16 * 16, int(w) // 16 * 16
+def select_bucket(height: int, width: int, table: BucketTable) -> tuple[int, int]:
+    """Closest aspect key (ties: first in table order), sizes rounded down to multiples of 16: the
+    rule of :mod:`models.buckets`, taking the frame's (height, width) and returning (height, width)."""
+    h, w = table[closest_key(height, width, table)]
+    return round_down_16(h), round_down_16(w)
 
 
 def read_tail_frames(path: str, count: int) -> tuple[np.ndarray, int]:

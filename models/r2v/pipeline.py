@@ -8,7 +8,7 @@ VAE decode to uint8 frames.
 Official behaviour kept on purpose:
 
 * The **first** reference picks the resolution bucket (spec 2.1); a user-picked aspect (``"16:9"`` ...)
-  overrides it and selects the bucket closest to that aspect (documented in ``buckets``).
+  overrides it and selects the bucket closest to that aspect (documented in ``models.buckets``).
 * References are fitted into the bucket with PIL LANCZOS and centred on **white**; alpha is dropped.
 * Frames ``24·duration + 1`` at 24 fps; latent frames ``6·duration + 1``; four reference slots, unused
   ones zero.
@@ -43,8 +43,8 @@ import torch
 from PIL import Image, ImageOps
 
 from core.generation import Quality, RenderRequest, RequestInvalid, Task
-from models.pipeline_base import RunContext
-from models.r2v.buckets import ASPECTS, RESOLUTIONS, Bucket, BucketTable, select_bucket
+from models.buckets import ASPECTS, RESOLUTIONS, Bucket, BucketTable, select_bucket
+from models.pipeline_base import NoiseSource, NullPlacement, RunContext, install_block_cancel_checks
 from models.r2v.transformer import REFERENCE_SLOTS
 
 if TYPE_CHECKING:
@@ -247,34 +247,6 @@ def make_scheduler(flow_shift: float = FLOW_SHIFT) -> UniPCMultistepScheduler:
     )
 
 
-class NoiseSource:
-    """The pipeline's random draws, in the official order, from a seeded CPU generator.
-
-    ``stored`` replaces the draws by given tensors (golden cases made with another RNG); every draw is
-    recorded in ``drawn`` either way.
-    """
-
-    def __init__(self, seed: int, stored: Sequence[torch.Tensor] | None = None) -> None:
-        self.generator = torch.Generator(device="cpu").manual_seed(seed)
-        self.stored = list(stored) if stored is not None else None
-        self.drawn: list[torch.Tensor] = []
-
-    def draw(self, shape: Sequence[int]) -> torch.Tensor:
-        index = len(self.drawn)
-        if self.stored is not None:
-            if index >= len(self.stored):
-                raise ValueError(f"stored noise has {len(self.stored)} draws; draw {index} was requested")
-            value = self.stored[index].to(torch.float32)
-            if tuple(value.shape) != tuple(shape):
-                raise ValueError(
-                    f"stored noise draw {index} has shape {tuple(value.shape)}, need {tuple(shape)}"
-                )
-        else:
-            value = torch.randn(tuple(shape), generator=self.generator, dtype=torch.float32)
-        self.drawn.append(value)
-        return value
-
-
 @dataclass
 class R2VResult:
     """Frames as uint8 ``[F, H, W, 3]`` plus what the UI shows about the render."""
@@ -285,16 +257,6 @@ class R2VResult:
     steps: int
     seed: int
     trace: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-class _Placement:
-    """No-op placement (everything stays where it was loaded); :mod:`models.memory` supplies real ones."""
-
-    def activate(self, module: torch.nn.Module) -> None:
-        pass
-
-    def park(self, module: torch.nn.Module) -> None:
-        pass
 
 
 class ReferenceToVideoPipeline:
@@ -309,12 +271,12 @@ class ReferenceToVideoPipeline:
         components: R2VComponents,
         *,
         device: torch.device | str = "cpu",
-        placement: Placement | _Placement | None = None,
+        placement: Placement | NullPlacement | None = None,
         bucket_tables: Mapping[str, BucketTable] | None = None,
     ) -> None:
         self.components = components
         self.device = torch.device(device)
-        self.placement = placement or _Placement()
+        self.placement = placement or NullPlacement()
         self.bucket_tables = dict(bucket_tables or {})
 
     # -- phases ---------------------------------------------------------------------------------
@@ -413,7 +375,7 @@ class ReferenceToVideoPipeline:
             )[0]
             return out[:, :, :frames]
 
-        cancel_hooks = _install_block_cancel_checks(transformer, ctx)
+        cancel_hooks = install_block_cancel_checks(transformer, ctx)
         try:
             for index, t in enumerate(scheduler.timesteps):
                 ctx.check_cancel()
@@ -609,16 +571,6 @@ def _compute_dtype(module: torch.nn.Module) -> torch.dtype:
     if patch is not None:
         return patch.weight.dtype
     return next(module.parameters()).dtype
-
-
-def _install_block_cancel_checks(
-    transformer: torch.nn.Module, ctx: RunContext
-) -> list[torch.utils.hooks.RemovableHandle]:
-    """Poll cancel before every transformer block, so a cancel lands within a (long) step."""
-    blocks = getattr(transformer, "blocks", None)
-    if blocks is None:
-        return []
-    return [block.register_forward_pre_hook(lambda module, args: ctx.check_cancel()) for block in blocks]
 
 
 def stream_decode(

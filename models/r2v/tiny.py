@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from models.r2v.buckets import ASPECT_RATIO_CONFIG, round_down_16
+from models.buckets import ASPECT_RATIO_CONFIG, round_down_16
 
 TINY_TRANSFORMER_CONFIG: dict[str, Any] = {
     "patch_size": [1, 2, 2],

@@ -23,8 +23,8 @@ from core.generation import (
     RequestInvalid,
     Task,
 )
+from models.buckets import select_bucket
 from models.pipeline_base import RunContext
-from models.r2v.buckets import select_bucket
 from models.r2v.loading import load_components, missing_files
 from models.r2v.pipeline import (
     R2VRequest,
