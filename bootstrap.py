@@ -30,6 +30,15 @@ DEBIAN_PACKAGES = [
     "libfontconfig1",
     "libdbus-1-3",
     "libxcb-cursor0",
+    "libxcb-icccm4",
+    "libxcb-keysyms1",
+    "libxcb-image0",
+    "libxcb-render-util0",
+    "libxcb-randr0",
+    "libxcb-shape0",
+    "libxcb-xinerama0",
+    "libxcb-xkb1",
+    "libx11-xcb1",
     "xvfb",
 ]
 

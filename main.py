@@ -37,7 +37,21 @@ def cli(argv: list[str] | None = None) -> int:
         return 0
     from app.application import run_gui
 
-    return int(run_gui(argv) or 0)
+    return int(run_gui(argv, backend_factory=_local_backend, estimator=_estimate) or 0)
+
+
+def _local_backend():
+    """The inference backend of the editor, built on its GPU worker thread (torch loads there)."""
+    from models.backend import LocalBackend
+
+    return LocalBackend()
+
+
+def _estimate(request):
+    """Pre-flight estimate for the shot dialog (imports torch lazily, on first use)."""
+    from models.estimate import estimate
+
+    return estimate(request)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QObject, QSettings, QTimer
@@ -57,8 +57,12 @@ class _FirstPaintProbe(QObject):
         return False
 
 
-def run_gui(argv: Sequence[str] | None = None) -> int:
+def run_gui(argv: Sequence[str] | None = None, backend_factory: Callable[[], object] | None = None,
+            estimator: Callable[..., object] | None = None) -> int:
     """Open the editor; ``argv`` may name one project file to open. Returns the exit code.
+
+    ``backend_factory`` builds the inference backend on the GPU worker thread (``main.py`` passes the
+    local one; torch is imported there, never at start-up); None leaves out the Generate menu and queue.
 
     ``--exit-after-paint`` prints ``first-paint <perf_counter> heavy-modules=<...>`` when the window has
     painted for the first time and quits (used by ``bench/bench_app_startup.py`` and smoke checks).
@@ -73,6 +77,13 @@ def run_gui(argv: Sequence[str] | None = None) -> int:
     from app.settings import Preferences
 
     window = MainWindow(Preferences(QSettings()))
+    if backend_factory is not None:
+        from app.render_ui import attach_render_ui
+
+        window.render_controller = attach_render_ui(window, backend_factory, estimator)
+        if not exit_after_paint:
+            # Import torch on the worker while the user looks at the window, not at the first render.
+            QTimer.singleShot(2000, window.render_controller.warm_up)
     if exit_after_paint:
         window.installEventFilter(_FirstPaintProbe(app))
     window.show()

@@ -315,7 +315,9 @@ class ShotDialog(QDialog):
         request = self.estimate_request()
         try:
             if self.estimator is not None:
-                return as_estimate(self.estimator(request))
+                answer = as_estimate(self.estimator(request))
+                if answer is not None:
+                    return answer
             if request.model == "tiny":
                 return tiny_cpu_estimate(request)
         except Exception as exc:  # an estimate is advice: never block the dialog

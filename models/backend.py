@@ -27,6 +27,7 @@ from typing import Any
 
 from core.generation import (
     OutOfMemory,
+    Progress,
     RenderEvent,
     RenderRequest,
     RenderResult,
@@ -83,7 +84,8 @@ class LocalBackend:
         started = time.monotonic()
         task_request = self._prepare(request)
         fps = FPS.get(request.task, DEFAULT_FPS)
-        ctx = RunContext(emit, cancel, PieceStore(request.work_dir, fingerprint(request), fps))
+        timer = _StepTimer(emit)
+        ctx = RunContext(timer, cancel, PieceStore(request.work_dir, fingerprint(request), fps))
         Path(request.output_path).parent.mkdir(parents=True, exist_ok=True)
         import torch
 
@@ -97,7 +99,33 @@ class LocalBackend:
                 "job. Try the draft preset or a lower resolution, or enable low-VRAM mode (fp8 weights and "
                 "block offload). Finished pieces are kept and the next attempt resumes from them."
             ) from error
+        self._calibrate(request, timer)
         return dataclasses.replace(result, seconds=time.monotonic() - started)
+
+    def _calibrate(self, request: RenderRequest, timer: _StepTimer) -> None:
+        """Feed the measured step time to the pre-flight estimator (per GPU model, task, resolution)."""
+        per_step = timer.seconds_per_step()
+        device = self._device(request)
+        if per_step is None or device.type != "cuda" or request.model == TINY:
+            return
+        import torch
+
+        from models.estimate import record_step_time
+
+        resolution = "480P" if request.quality.value == "draft" else request.resolution
+        try:
+            record_step_time(torch.cuda.get_device_name(device), request.task, resolution, per_step)
+        except OSError:
+            pass  # a read-only config folder only costs estimate accuracy
+
+    def warm_up(self) -> None:
+        """Import torch and the pipelines now (the app calls this on its worker while the user is idle),
+        so the first job does not hold the interpreter lock for the imports."""
+        import torch  # noqa: F401
+
+        import models.avatar.pipeline
+        import models.extension.pipeline
+        import models.r2v.pipeline  # noqa: F401
 
     def unload(self) -> None:
         """Drop the loaded pipeline (frees GPU memory; the next job loads again)."""
@@ -230,6 +258,25 @@ class LocalBackend:
             lambda: load_pipeline(folder, device=device, dtype=dtype, plan=plan, bucket_tables=buckets),
         )
         return render_to_file(pipeline, avatar, request.output_path, ctx, inputs=inputs)
+
+
+class _StepTimer:
+    """Passes events through and times the denoising steps (for the estimator's calibration)."""
+
+    def __init__(self, emit: Callable[[RenderEvent], None]) -> None:
+        self._emit = emit
+        self._times: list[float] = []
+
+    def __call__(self, event: RenderEvent) -> None:
+        if isinstance(event, Progress):
+            self._times.append(time.monotonic())
+        self._emit(event)
+
+    def seconds_per_step(self) -> float | None:
+        if len(self._times) < 3:
+            return None
+        gaps = sorted(b - a for a, b in zip(self._times, self._times[1:], strict=False))
+        return gaps[len(gaps) // 2]  # the median: piece boundaries (decode, encode) are not steps
 
 
 class _StreamingOutput:

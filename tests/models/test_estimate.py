@@ -1,0 +1,43 @@
+"""Pre-flight estimates and their per-device calibration."""
+
+from __future__ import annotations
+
+from core.generation import Quality, RenderRequest, Task
+from models.estimate import estimate, record_step_time
+
+
+def _request(**changes):
+    base = dict(task=Task.REFERENCE_TO_VIDEO, prompt="x", output_path="o.mp4", work_dir="w", duration_s=5,
+                resolution="720P", model="Skywork/SkyReels-V3-R2V-14B")
+    return RenderRequest(**{**base, **changes})
+
+
+def test_tiny_is_left_to_the_dialog():
+    assert estimate(_request(model="tiny")) is None
+
+
+def test_longer_and_larger_jobs_take_longer(tmp_path):
+    cal = tmp_path / "cal.json"
+    short = estimate(_request(duration_s=2), cal)["seconds"]
+    long = estimate(_request(duration_s=5), cal)["seconds"]
+    draft = estimate(_request(duration_s=5, quality=Quality.DRAFT), cal)["seconds"]
+    assert short < long and draft < long
+    ext10 = estimate(_request(task=Task.SINGLE_SHOT_EXTENSION, duration_s=10), cal)["seconds"]
+    ext30 = estimate(_request(task=Task.SINGLE_SHOT_EXTENSION, duration_s=30), cal)["seconds"]
+    assert ext30 > 2.5 * (ext10 - 60)  # 6 pieces against 2, beyond the load time
+
+
+def test_cpu_machine_says_full_size_does_not_fit(tmp_path):
+    import torch  # noqa: F401  (the app's worker has loaded torch by the time the dialog asks)
+
+    answer = estimate(_request(), tmp_path / "cal.json")
+    assert answer["fits"] is False and "no CUDA GPU" in answer["note"]
+
+
+def test_calibration_is_recorded_and_averaged(tmp_path):
+    cal = tmp_path / "cal.json"
+    record_step_time("NVIDIA H100", Task.TALKING_AVATAR, "480P", 10.0, cal)
+    record_step_time("NVIDIA H100", Task.TALKING_AVATAR, "480P", 20.0, cal)
+    import json
+
+    assert json.loads(cal.read_text()) == {"NVIDIA H100|talking_avatar|480P": 15.0}
