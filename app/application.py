@@ -57,6 +57,20 @@ class _FirstPaintProbe(QObject):
         return False
 
 
+def announce_missing_models(window: object) -> None:
+    """Say in the status bar how to get the weights when no task has its model yet (checked off the GUI
+    thread; the editor itself needs no weights)."""
+    from app.models_dialog import model_status_lines
+
+    def done(rows: list[tuple[str, str, str, str]]) -> None:
+        if not any(status == "ready" for _task, status, _where, _command in rows):
+            window.show_message(  # type: ignore[attr-defined]
+                "No model weights on this machine yet: Models ▸ Model Weights… shows how to get them. "
+                "Editing, playback and export work without them.", 0)
+
+    window.pool.submit(model_status_lines, on_done=done)  # type: ignore[attr-defined]
+
+
 def run_gui(argv: Sequence[str] | None = None, backend_factory: Callable[[], object] | None = None,
             estimator: Callable[..., object] | None = None) -> int:
     """Open the editor; ``argv`` may name one project file to open. Returns the exit code.
@@ -96,6 +110,8 @@ def run_gui(argv: Sequence[str] | None = None, backend_factory: Callable[[], obj
             window.show_message(f"{path} does not exist", 15000)
     elif not exit_after_paint:
         QTimer.singleShot(0, window.check_untitled_recovery)
+    if not exit_after_paint:
+        QTimer.singleShot(1000, lambda: announce_missing_models(window))
     code = int(app.exec())
     if window.isVisible():  # quit without closing the window (--exit-after-paint): stop its workers
         window.shutdown()
