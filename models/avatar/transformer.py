@@ -25,6 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.wan.attention import attention as wan_attention
+from models.wan.dit_blocks import (
+    apply_rope,
+    ffn,
+    input_embeddings,
+    rope_multipliers,
+    rope_table,
+    timestep_sinusoid,
+    unpatchify,
+)
 
 IMAGE_TOKENS = 257  # CLIP ViT-H/14 at 224 px: class token + 16 x 16 patches; hard-wired in the official code
 ROPE_POSITIONS = 1024
@@ -90,64 +99,6 @@ class AvatarTransformerConfig:
         return asdict(self)
 
 
-def sinusoidal_embedding(dim: int, position: torch.Tensor) -> torch.Tensor:
-    """[N] timesteps -> [N, dim] float64 embedding, cosine half first (frequencies 10000^(-i/half))."""
-    half = dim // 2
-    position = position.to(torch.float64)
-    frequencies = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=position.device) / half)
-    angles = torch.outer(position, frequencies)
-    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
-
-
-def _rope_table(positions: int, dim: int) -> torch.Tensor:
-    """[positions, dim/2] complex128 rotations exp(i * p / 10000^(2j/dim))."""
-    inverse = 1.0 / torch.pow(10000.0, torch.arange(0, dim, 2, dtype=torch.float64) / dim)
-    angles = torch.outer(torch.arange(positions, dtype=torch.float64), inverse)
-    return torch.polar(torch.ones_like(angles), angles)
-
-
-def rope_frequencies(head_dim: int, positions: int = ROPE_POSITIONS) -> torch.Tensor:
-    """The 3-D rotary table: frame, height and width parts concatenated, [positions, head_dim/2]."""
-    spatial = 2 * (head_dim // 6)
-    return torch.cat(
-        [
-            _rope_table(positions, head_dim - 2 * spatial),
-            _rope_table(positions, spatial),
-            _rope_table(positions, spatial),
-        ],
-        dim=1,
-    )
-
-
-def rope_rotations(grid: tuple[int, int, int], freqs: torch.Tensor) -> torch.Tensor:
-    """[F*H*W, 1, head_dim/2] complex128 rotation of every token of a (frame, height, width) grid, built
-    once per forward and shared by every block's q and k."""
-    frames, height, width = grid
-    half = freqs.shape[1]
-    split = [half - 2 * (half // 3), half // 3, half // 3]
-    f_part, h_part, w_part = freqs.split(split, dim=1)
-    return torch.cat(
-        [
-            f_part[:frames].view(frames, 1, 1, -1).expand(frames, height, width, -1),
-            h_part[:height].view(1, height, 1, -1).expand(frames, height, width, -1),
-            w_part[:width].view(1, 1, width, -1).expand(frames, height, width, -1),
-        ],
-        dim=-1,
-    ).reshape(frames * height * width, 1, half)
-
-
-def apply_rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
-    """Rotate [B, L, heads, head_dim] by :func:`rope_rotations` in float64 (tokens past the grid, if any,
-    pass unrotated). Returns float32, as the official code does whatever the input dtype."""
-    batch, _, heads, head_dim = x.shape
-    tokens = rotations.shape[0]
-    rotated = torch.view_as_complex(
-        x[:, :tokens].to(torch.float64).reshape(batch, tokens, heads, head_dim // 2, 2)
-    )
-    rotated = torch.view_as_real(rotated * rotations).flatten(3)
-    return torch.cat([rotated, x[:, tokens:].to(torch.float64)], dim=1).float()
-
-
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Full unmasked attention on [B, L, heads, head_dim] tensors (scale 1/sqrt(head_dim)) in the dtype of
     ``v`` (the rotary embedding hands q/k back in float32, the official kernels take the weight dtype)."""
@@ -202,24 +153,16 @@ class SelfAttention(nn.Module):
         return self.o(out.flatten(2))
 
 
-class ImageTextCrossAttention(nn.Module):
+class ImageTextCrossAttention(SelfAttention):
     """Cross-attention to [image tokens (257) | text tokens]: two attentions sharing q, summed before o."""
 
     def __init__(self, dim: int, num_heads: int, eps: float) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q = RMSNorm(dim, eps=eps)
-        self.norm_k = RMSNorm(dim, eps=eps)
+        super().__init__(dim, num_heads, eps)
         self.k_img = nn.Linear(dim, dim)
         self.v_img = nn.Linear(dim, dim)
         self.norm_k_img = RMSNorm(dim, eps=eps)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         b = x.shape[0]
         heads = (b, -1, self.num_heads, self.head_dim)
         image, text = context[:, :IMAGE_TOKENS], context[:, IMAGE_TOKENS:]
@@ -263,9 +206,7 @@ class AvatarBlock(nn.Module):
         self.norm3 = LayerNorm32(dim, eps, elementwise_affine=True)
         self.cross_attn = ImageTextCrossAttention(dim, config.num_heads, eps)
         self.norm2 = LayerNorm32(dim, eps)
-        self.ffn = nn.Sequential(
-            nn.Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(config.ffn_dim, dim)
-        )
+        self.ffn = ffn(dim, config.ffn_dim)
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
         self.audio_cross_attn = AudioCrossAttention(dim, config.output_dim, config.num_heads)
         self.norm_x = (
@@ -383,14 +324,9 @@ class AvatarTransformer(nn.Module):
             raise ValueError("dim must split into an even head size")
         self.config = config
         dim = config.dim
-        self.patch_embedding = nn.Conv3d(
-            config.in_dim, dim, kernel_size=config.patch_size, stride=config.patch_size
+        self.patch_embedding, self.text_embedding, self.time_embedding, self.time_projection = (
+            input_embeddings(config.in_dim, dim, config.patch_size, config.text_dim, config.freq_dim)
         )
-        self.text_embedding = nn.Sequential(
-            nn.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim)
-        )
-        self.time_embedding = nn.Sequential(nn.Linear(config.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
         self.blocks = nn.ModuleList([AvatarBlock(config) for _ in range(config.num_layers)])
         self.head = Head(config)
         self.img_emb = ImageProjection(config.clip_dim, dim)
@@ -440,7 +376,7 @@ class AvatarTransformer(nn.Module):
         dtype = self.dtype
         tokens_in = torch.cat([x.unsqueeze(0).to(dtype), y.to(dtype)], dim=1)
 
-        e = self.time_embedding(sinusoidal_embedding(config.freq_dim, t).to(dtype))
+        e = self.time_embedding(timestep_sinusoid(t, config.freq_dim).to(dtype))
         e0 = self.time_projection(e).unflatten(1, (6, config.dim))
 
         patches = self.patch_embedding(tokens_in)
@@ -459,19 +395,16 @@ class AvatarTransformer(nn.Module):
         audio_tokens = self.audio_proj(first, later)  # [1, T, tokens, output_dim]
         audio_tokens = audio_tokens.reshape(-1, config.context_tokens, config.output_dim).to(hidden.dtype)
 
-        rotations = rope_rotations(grid, rope_frequencies(config.dim // config.num_heads)).to(hidden.device)
+        # The rotary table is built in float64 on the CPU, then moved (official order of operations).
+        table = rope_table(config.dim // config.num_heads, ROPE_POSITIONS, dtype=torch.float64)
+        rotations = rope_multipliers(table, [(0, grid[0])], grid[1], grid[2]).to(hidden.device)
         for block in self.blocks:
             hidden = block(hidden, e0, grid, rotations, full_context, audio_tokens)
         out = self.head(hidden, e)
         return self._unpatchify(out, grid)
 
     def _unpatchify(self, tokens: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
-        pt, ph, pw = self.config.patch_size
-        c = self.config.out_dim
-        f, h, w = grid
-        u = tokens[0, : f * h * w].view(f, h, w, pt, ph, pw, c)
-        u = torch.einsum("fhwpqrc->cfphqwr", u)
-        return u.reshape(1, c, f * pt, h * ph, w * pw)
+        return unpatchify(tokens[:1, : math.prod(grid)], grid, self.config.patch_size, self.config.out_dim)
 
 
 def load_avatar_transformer(
@@ -497,5 +430,4 @@ __all__: Sequence[str] = [
     "full_size_state_dict",
     "gather_audio_windows",
     "load_avatar_transformer",
-    "sinusoidal_embedding",
 ]

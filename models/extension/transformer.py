@@ -16,7 +16,7 @@ next layer norm then sees a bfloat16 tensor and returns bfloat16, as PyTorch's `
 input dtype). For a bfloat16 model :meth:`ExtensionTransformer.forward` runs under bfloat16 autocast like
 the reference, with the time embedding and modulation math in float32.
 
-Imports torch and ``models.wan.attention``. Never imports PySide6 or ``app``.
+Imports torch, ``models.wan.attention`` and ``models.wan.dit_blocks``. Never imports PySide6 or ``app``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.wan.attention import attention as wan_attention
+from models.wan.dit_blocks import (
+    apply_rope,
+    ffn,
+    input_embeddings,
+    rope_multipliers,
+    rope_table,
+    timestep_sinusoid,
+    unpatchify,
+)
 
 ROPE_POSITIONS = 2048
 CONTEXT_ROPE_OFFSET = 1024  # first temporal rotary position of the shot-switching context frames
@@ -101,68 +110,7 @@ FULL_SIZE_CONFIG = ExtensionDiTConfig()
 
 
 # ---------------------------------------------------------------------------------------------
-# Embedding helpers
-
-
-def timestep_sinusoid(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """``[N] -> [N, dim]`` float64 ``[cos, sin]`` embedding with frequencies ``10000^(-i/half)``."""
-    half = dim // 2
-    position = t.to(torch.float64)
-    freqs = torch.pow(10000, -torch.arange(half, dtype=torch.float64, device=t.device).div(half))
-    angles = torch.outer(position, freqs)
-    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
-
-
-def rope_table(
-    head_dim: int, positions: int = ROPE_POSITIONS, device: torch.device | None = None
-) -> torch.Tensor:
-    """Complex64 ``[positions, head_dim/2]`` rotary table: frame, height and width parts side by side.
-
-    Built in float32 as the reference does (Wan and diffusers use float64 here).
-    """
-
-    def part(size: int) -> torch.Tensor:
-        inv = 1.0 / torch.pow(10000, torch.arange(0, size, 2, device=device).to(torch.float32).div(size))
-        angles = torch.outer(torch.arange(positions, device=device), inv)
-        return torch.polar(torch.ones_like(angles), angles)
-
-    sixth = head_dim // 6
-    return torch.cat([part(head_dim - 4 * sixth), part(2 * sixth), part(2 * sixth)], dim=1)
-
-
-def rope_multipliers(
-    table: torch.Tensor, segments: Sequence[tuple[int, int]], height: int, width: int
-) -> torch.Tensor:
-    """Per-token complex multipliers ``[L, 1, head_dim/2]`` for frame segments in token order.
-
-    Args:
-        table: output of :func:`rope_table`.
-        segments: ``(first temporal position, frame count)`` per segment, in token order.
-        height, width: token grid (latent size / patch size); spatial positions restart at 0 for
-            every segment.
-    """
-    c = table.shape[1]
-    spatial = c // 3
-    frame_part, h_part, w_part = table.split([c - 2 * spatial, spatial, spatial], dim=1)
-    pieces = []
-    for start, frames in segments:
-        grid = torch.cat(
-            [
-                frame_part[start : start + frames].view(frames, 1, 1, -1).expand(frames, height, width, -1),
-                h_part[:height].view(1, height, 1, -1).expand(frames, height, width, -1),
-                w_part[:width].view(1, 1, width, -1).expand(frames, height, width, -1),
-            ],
-            dim=-1,
-        )
-        pieces.append(grid.reshape(frames * height * width, 1, -1))
-    return torch.cat(pieces, dim=0)
-
-
-def apply_rope(x: torch.Tensor, multipliers: torch.Tensor) -> torch.Tensor:
-    """Rotate ``[B, L, heads, d]`` (computed in float32 / complex64, returned float32)."""
-    b, length, heads, _ = x.shape
-    as_complex = torch.view_as_complex(x.to(torch.float32).reshape(b, length, heads, -1, 2))
-    return torch.view_as_real(as_complex * multipliers).flatten(3)
+# Precision helpers (rotary, sinusoid, embeddings and unpatchify are in models.wan.dit_blocks)
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -323,9 +271,7 @@ class ExtensionBlock(nn.Module):
         )
         self.cross_attn = CrossAttention(dim, config.num_heads, config.eps, config.qk_norm)
         self.norm2 = nn.LayerNorm(dim, eps=config.eps, elementwise_affine=False)
-        self.ffn = nn.Sequential(
-            nn.Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(config.ffn_dim, dim)
-        )
+        self.ffn = ffn(dim, config.ffn_dim)
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
         self.ffn_chunk_tokens: int | None = None  # optional memory saver, numerically neutral
 
@@ -397,14 +343,9 @@ class ExtensionTransformer(nn.Module):
         config.validate()
         self.config = config
         dim = config.dim
-        self.patch_embedding = nn.Conv3d(
-            config.in_dim, dim, kernel_size=config.patch_size, stride=config.patch_size
+        self.patch_embedding, self.text_embedding, self.time_embedding, self.time_projection = (
+            input_embeddings(config.in_dim, dim, config.patch_size, config.text_dim, config.freq_dim)
         )
-        self.text_embedding = nn.Sequential(
-            nn.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim)
-        )
-        self.time_embedding = nn.Sequential(nn.Linear(config.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
         self.blocks = nn.ModuleList([ExtensionBlock(config) for _ in range(config.num_layers)])
         self.head = Head(config)
         self.round_between_blocks = True
@@ -468,7 +409,7 @@ class ExtensionTransformer(nn.Module):
     def _rope(self, device: torch.device) -> torch.Tensor:
         table = self._rope_cache.get(device)
         if table is None:
-            table = rope_table(self.config.head_dim, ROPE_POSITIONS, device=device)
+            table = rope_table(self.config.head_dim, ROPE_POSITIONS, dtype=torch.float32, device=device)
             self._rope_cache[device] = table
         return table
 
@@ -571,12 +512,7 @@ class ExtensionTransformer(nn.Module):
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """``[B, f*h*w, p*q*r*C] -> [B, C, f*p, h*q, w*r]``."""
-        c = self.config.out_dim
-        p = self.config.patch_size
-        b = x.shape[0]
-        x = x.reshape(b, *grid, *p, c)
-        x = torch.einsum("bfhwpqrc->bcfphqwr", x)
-        return x.reshape(b, c, *(g * s for g, s in zip(grid, p, strict=True)))
+        return unpatchify(x, grid, self.config.patch_size, self.config.out_dim)
 
 
 def build_transformer(config: ExtensionDiTConfig, device: torch.device | str = "cpu") -> ExtensionTransformer:

@@ -1,0 +1,126 @@
+"""Building blocks that the two original-Wan-layout DiTs share exactly: the extension DiT
+(:mod:`models.extension.transformer`) and the avatar DiT (:mod:`models.avatar.transformer`).
+
+Owns the float64 sinusoidal timestep embedding, the 3-D rotary table, its per-token layout and its
+application, the input embeddings and FFN as the official modules build them (under the official
+state-dict names, created in the official order so seeded tiny models keep their weights), and the
+final unpatchify. Only what the two models compute identically lives here: their RMS norms, layer
+norms, attention dtypes and modulation differ (see each module's docstring) and stay with them. The
+rotary precision is the caller's choice: the extension builds its table in float32 like its
+reference, the avatar in float64 like its own.
+
+Imports torch only. Never imports PySide6 or ``app``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def timestep_sinusoid(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """``[N] -> [N, dim]`` float64 ``[cos, sin]`` embedding with frequencies ``10000^(-i/half)``."""
+    half = dim // 2
+    position = t.to(torch.float64)
+    freqs = torch.pow(10000, -torch.arange(half, dtype=torch.float64, device=t.device).div(half))
+    angles = torch.outer(position, freqs)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+def rope_table(
+    head_dim: int,
+    positions: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """Complex ``[positions, head_dim/2]`` rotary table: frame, height and width parts side by side.
+
+    Args:
+        head_dim: attention head size (even).
+        positions: rows of the table (the largest position + 1).
+        dtype: ``torch.float32`` gives a complex64 table, ``torch.float64`` a complex128 one.
+        device: where the table is built (the arithmetic, not only the storage, happens there).
+    """
+
+    def part(size: int) -> torch.Tensor:
+        inv = 1.0 / torch.pow(10000, torch.arange(0, size, 2, device=device).to(dtype).div(size))
+        angles = torch.outer(torch.arange(positions, device=device).to(dtype), inv)
+        return torch.polar(torch.ones_like(angles), angles)
+
+    sixth = head_dim // 6
+    return torch.cat([part(head_dim - 4 * sixth), part(2 * sixth), part(2 * sixth)], dim=1)
+
+
+def rope_multipliers(
+    table: torch.Tensor, segments: Sequence[tuple[int, int]], height: int, width: int
+) -> torch.Tensor:
+    """Per-token complex multipliers ``[L, 1, head_dim/2]`` for frame segments in token order.
+
+    Args:
+        table: output of :func:`rope_table`.
+        segments: ``(first temporal position, frame count)`` per segment, in token order.
+        height, width: token grid (latent size / patch size); spatial positions restart at 0 for
+            every segment.
+    """
+    c = table.shape[1]
+    spatial = c // 3
+    frame_part, h_part, w_part = table.split([c - 2 * spatial, spatial, spatial], dim=1)
+    pieces = []
+    for start, frames in segments:
+        grid = torch.cat(
+            [
+                frame_part[start : start + frames].view(frames, 1, 1, -1).expand(frames, height, width, -1),
+                h_part[:height].view(1, height, 1, -1).expand(frames, height, width, -1),
+                w_part[:width].view(1, 1, width, -1).expand(frames, height, width, -1),
+            ],
+            dim=-1,
+        )
+        pieces.append(grid.reshape(frames * height * width, 1, -1))
+    return torch.cat(pieces, dim=0)
+
+
+def apply_rope(x: torch.Tensor, multipliers: torch.Tensor) -> torch.Tensor:
+    """Rotate ``[B, L, heads, d]`` by :func:`rope_multipliers` output; returns float32.
+
+    The product is computed in the table's precision (float32 for complex64, float64 for
+    complex128). Tokens past the multipliers' length, if any, pass unrotated.
+    """
+    b, length, heads, head_dim = x.shape
+    tokens = multipliers.shape[0]
+    real = torch.float64 if multipliers.dtype == torch.complex128 else torch.float32
+    as_complex = torch.view_as_complex(x[:, :tokens].to(real).reshape(b, tokens, heads, head_dim // 2, 2))
+    rotated = torch.view_as_real(as_complex * multipliers).flatten(3)
+    if tokens < length:
+        rotated = torch.cat([rotated, x[:, tokens:].to(real)], dim=1)
+    return rotated.float()
+
+
+def ffn(dim: int, ffn_dim: int) -> nn.Sequential:
+    """The block FFN (``ffn.0`` / ``ffn.2``): Linear, tanh-GELU, Linear."""
+    return nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
+
+
+def input_embeddings(
+    in_dim: int, dim: int, patch_size: Sequence[int], text_dim: int, freq_dim: int
+) -> tuple[nn.Conv3d, nn.Sequential, nn.Sequential, nn.Sequential]:
+    """``patch_embedding``, ``text_embedding``, ``time_embedding``, ``time_projection`` of a Wan DiT,
+    created in this order (assign them to attributes of those names, in this order)."""
+    patch = tuple(patch_size)
+    patch_embedding = nn.Conv3d(in_dim, dim, kernel_size=patch, stride=patch)
+    text_embedding = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+    time_embedding = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+    time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
+    return patch_embedding, text_embedding, time_embedding, time_projection
+
+
+def unpatchify(
+    x: torch.Tensor, grid: tuple[int, int, int], patch_size: Sequence[int], channels: int
+) -> torch.Tensor:
+    """``[B, f*h*w, p*q*r*C] -> [B, C, f*p, h*q, w*r]``."""
+    b = x.shape[0]
+    x = x.reshape(b, *grid, *patch_size, channels)
+    x = torch.einsum("bfhwpqrc->bcfphqwr", x)
+    return x.reshape(b, channels, *(g * s for g, s in zip(grid, patch_size, strict=True)))
