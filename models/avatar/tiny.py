@@ -30,6 +30,7 @@ from models.avatar.clip import ClipConfig, WanClip
 from models.avatar.pipeline import BUCKETS
 from models.avatar.transformer import AvatarTransformer, AvatarTransformerConfig
 from models.avatar.wav2vec2 import FOLDER as WAV2VEC2_DIR
+from models.wan.tiny import seeded
 
 TINY_CLIP_CONFIG = ClipConfig(
     embed_dim=32,
@@ -93,17 +94,11 @@ def _tiny_table(table: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]
 TINY_BUCKETS: dict[str, dict[str, tuple[int, int]]] = {name: _tiny_table(t) for name, t in BUCKETS.items()}
 
 
-def _seeded(build: Any, seed: int) -> Any:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build()
-
-
 def write_transformer(root: Path, config: AvatarTransformerConfig, seed: int) -> None:
     """``config.json`` (official field names) and two bfloat16 safetensors shards plus their index."""
     from safetensors.torch import save_file
 
-    model = _seeded(lambda: AvatarTransformer(config), seed)
+    model = seeded(lambda: AvatarTransformer(config), seed)
     state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}
     fields = config.to_dict()
     for hard_coded in ("clip_dim", "audio_layers", "audio_channels"):
@@ -162,7 +157,7 @@ def write_xlmr_tokenizer(folder: Path) -> None:
 def write_wav2vec2(folder: Path, seed: int) -> None:
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
-    model = _seeded(lambda: Wav2Vec2Model(Wav2Vec2Config(**TINY_WAV2VEC2_CONFIG)), seed)
+    model = seeded(lambda: Wav2Vec2Model(Wav2Vec2Config(**TINY_WAV2VEC2_CONFIG)), seed)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder), safe_serialization=False)
     extractor = Wav2Vec2FeatureExtractor(

@@ -26,6 +26,7 @@ from torch import nn
 
 from models.wan.attention import attention as wan_attention
 from models.wan.dit_blocks import (
+    WanDiTSizes,
     apply_rope,
     ffn,
     input_embeddings,
@@ -51,23 +52,14 @@ LAYERWISE_CASTING_SKIP = (
 
 
 @dataclass(frozen=True)
-class AvatarTransformerConfig:
+class AvatarTransformerConfig(WanDiTSizes):
     """Constructor sizes. Field names are the official ``config.json`` / ``WanModel`` argument names, plus
     the two sizes the official code hard-codes: ``clip_dim`` (``MLPProj(1280, dim)``) and the audio
     projector's input layout ``audio_layers`` x ``audio_channels`` (``AudioProjModel(blocks=12,
     channels=768)``, i.e. the wav2vec2 layer count and width)."""
 
-    model_type: str = "i2v"
-    patch_size: tuple[int, int, int] = (1, 2, 2)
-    text_len: int = 512
+    model_type: str = "i2v"  # fields redeclared here keep their place in the official order
     in_dim: int = 36
-    dim: int = 5120
-    ffn_dim: int = 13824
-    freq_dim: int = 256
-    text_dim: int = 4096
-    out_dim: int = 16
-    num_heads: int = 40
-    num_layers: int = 40
     eps: float = 1e-6
     audio_window: int = 5
     intermediate_dim: int = 512
@@ -396,7 +388,7 @@ class AvatarTransformer(nn.Module):
         audio_tokens = audio_tokens.reshape(-1, config.context_tokens, config.output_dim).to(hidden.dtype)
 
         # The rotary table is built in float64 on the CPU, then moved (official order of operations).
-        table = rope_table(config.dim // config.num_heads, ROPE_POSITIONS, dtype=torch.float64)
+        table = rope_table(config.head_dim, ROPE_POSITIONS, dtype=torch.float64)
         rotations = rope_multipliers(table, [(0, grid[0])], grid[1], grid[2]).to(hidden.device)
         for block in self.blocks:
             hidden = block(hidden, e0, grid, rotations, full_context, audio_tokens)

@@ -32,6 +32,7 @@ from torch import nn
 
 from models.wan.attention import attention as wan_attention
 from models.wan.dit_blocks import (
+    WanDiTSizes,
     apply_rope,
     ffn,
     input_embeddings,
@@ -46,20 +47,9 @@ CONTEXT_ROPE_OFFSET = 1024  # first temporal rotary position of the shot-switchi
 
 
 @dataclass(frozen=True)
-class ExtensionDiTConfig:
+class ExtensionDiTConfig(WanDiTSizes):
     """Constructor sizes under the official argument names (``config.json`` of ``transformer/``)."""
 
-    model_type: str = "t2v"
-    patch_size: tuple[int, int, int] = (1, 2, 2)
-    text_len: int = 512
-    in_dim: int = 16
-    dim: int = 5120
-    ffn_dim: int = 13824
-    freq_dim: int = 256
-    text_dim: int = 4096
-    out_dim: int = 16
-    num_heads: int = 40
-    num_layers: int = 40
     window_size: tuple[int, int] = (-1, -1)
     qk_norm: bool = True
     cross_attn_norm: bool = True
@@ -100,10 +90,6 @@ class ExtensionDiTConfig:
         data["patch_size"] = list(self.patch_size)
         data["window_size"] = list(self.window_size)
         return data
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.num_heads
 
 
 FULL_SIZE_CONFIG = ExtensionDiTConfig()

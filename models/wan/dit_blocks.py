@@ -1,7 +1,7 @@
 """Building blocks that the two original-Wan-layout DiTs share exactly: the extension DiT
 (:mod:`models.extension.transformer`) and the avatar DiT (:mod:`models.avatar.transformer`).
 
-Owns the float64 sinusoidal timestep embedding, the 3-D rotary table, its per-token layout and its
+Owns the common config fields (:class:`WanDiTSizes`), the float64 sinusoidal timestep embedding, the 3-D rotary table, its per-token layout and its
 application, the input embeddings and FFN as the official modules build them (under the official
 state-dict names, created in the official order so seeded tiny models keep their weights), and the
 final unpatchify. Only what the two models compute identically lives here: their RMS norms, layer
@@ -15,9 +15,32 @@ Imports torch only. Never imports PySide6 or ``app``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class WanDiTSizes:
+    """The constructor sizes every original-Wan DiT takes, under the official ``WanModel`` argument
+    (``config.json``) names and in their order; the 14B defaults. Each model's config extends it."""
+
+    model_type: str = "t2v"
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    text_len: int = 512
+    in_dim: int = 16
+    dim: int = 5120
+    ffn_dim: int = 13824
+    freq_dim: int = 256
+    text_dim: int = 4096
+    out_dim: int = 16
+    num_heads: int = 40
+    num_layers: int = 40
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
 
 
 def timestep_sinusoid(t: torch.Tensor, dim: int) -> torch.Tensor:

@@ -16,8 +16,9 @@ Imports torch, tokenizers, transformers. Never imports PySide6 or ``app``.
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -25,9 +26,12 @@ from models.wan.loading import PathLike
 from models.wan.t5 import WanT5EncoderModel
 from models.wan.vae import WanVAEModel
 
+T = TypeVar("T")
+
 __all__ = [
     "TINY_T5_CONFIG",
     "TINY_VAE_CONFIG",
+    "seeded",
     "write_tiny_umt5_tokenizer",
     "write_tiny_wan_t5",
     "write_tiny_wan_vae",
@@ -129,10 +133,15 @@ _COMMON_PIECES = [
 ]
 
 
-def _seeded_state(build: Any, seed: int) -> dict[str, torch.Tensor]:
+def seeded(build: Callable[[], T], seed: int) -> T:
+    """``build()`` under ``torch.manual_seed(seed)``, leaving the caller's global CPU RNG as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build()
+        return build()
+
+
+def _seeded_state(build: Callable[[], torch.nn.Module], seed: int) -> dict[str, torch.Tensor]:
+    model = seeded(build, seed)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
