@@ -15,6 +15,7 @@ Imports torch, tokenizers, transformers. Never imports PySide6 or ``app``.
 
 from __future__ import annotations
 
+import copy
 import string
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 
 from models.wan.loading import PathLike
 from models.wan.t5 import WanT5EncoderModel
-from models.wan.vae import WanVAEModel
+from models.wan.vae import FULL_SIZE_CONFIG, WanVAEModel
 
 T = TypeVar("T")
 
@@ -43,15 +44,8 @@ VAE_FILE = "Wan2.1_VAE.pth"
 T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
 TOKENIZER_DIR = "google/umt5-xxl"
 
-TINY_VAE_CONFIG: dict[str, Any] = {
-    "dim": 4,
-    "z_dim": 16,
-    "dim_mult": [1, 2, 4, 4],
-    "num_res_blocks": 2,
-    "attn_scales": [],
-    "temperal_downsample": [False, True, True],
-    "dropout": 0.0,
-}
+# The released layout (``models.wan.vae.FULL_SIZE_CONFIG``) at a base width of 4 instead of 96.
+TINY_VAE_CONFIG: dict[str, Any] = {**copy.deepcopy(FULL_SIZE_CONFIG), "dim": 4}
 
 # The embedding table is a bit larger than the tokenizer vocabulary, as in the real UMT5.
 TINY_T5_CONFIG: dict[str, Any] = {

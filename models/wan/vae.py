@@ -260,6 +260,12 @@ def _run(layers: nn.Sequential, x: torch.Tensor, cache: Cache | None) -> torch.T
     return x
 
 
+def _middle(dim: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        ResidualBlock(dim, dim, dropout), AttentionBlock(dim), ResidualBlock(dim, dim, dropout)
+    )
+
+
 def _head(out_dim: int, channels: int) -> nn.Sequential:
     return nn.Sequential(
         RMSNorm(out_dim, images=False), nn.SiLU(), CausalConv3d(out_dim, channels, 3, padding=1)
@@ -293,11 +299,7 @@ class Encoder3d(nn.Module):
                 blocks.append(Resample(out_dim, "downsample3d" if temperal_downsample[i] else "downsample2d"))
                 scale /= 2.0
         self.downsamples = nn.Sequential(*blocks)
-        self.middle = nn.Sequential(
-            ResidualBlock(out_dim, out_dim, dropout),
-            AttentionBlock(out_dim),
-            ResidualBlock(out_dim, out_dim, dropout),
-        )
+        self.middle = _middle(out_dim, dropout)
         self.head = _head(out_dim, z_dim)
 
     def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
@@ -322,11 +324,7 @@ class Decoder3d(nn.Module):
         dims = [dim * u for u in [dim_mult[-1], *dim_mult[::-1]]]
         scale = 1.0 / 2 ** (len(dim_mult) - 2)
         self.conv1 = CausalConv3d(z_dim, dims[0], 3, padding=1)
-        self.middle = nn.Sequential(
-            ResidualBlock(dims[0], dims[0], dropout),
-            AttentionBlock(dims[0]),
-            ResidualBlock(dims[0], dims[0], dropout),
-        )
+        self.middle = _middle(dims[0], dropout)
         blocks: list[nn.Module] = []
         out_dim = dims[0]
         for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
