@@ -26,6 +26,7 @@ from torch import nn
 
 from models.wan.attention import attention as wan_attention
 from models.wan.dit_blocks import (
+    AttentionProjections,
     WanDiTSizes,
     apply_rope,
     ffn,
@@ -123,17 +124,9 @@ class LayerNorm32(nn.LayerNorm):
         return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
 
 
-class SelfAttention(nn.Module):
+class SelfAttention(AttentionProjections):
     def __init__(self, dim: int, num_heads: int, eps: float) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q = RMSNorm(dim, eps=eps)
-        self.norm_k = RMSNorm(dim, eps=eps)
+        super().__init__(dim, num_heads, lambda width: RMSNorm(width, eps=eps))
 
     def forward(self, x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
         b, s = x.shape[:2]

@@ -32,6 +32,7 @@ from torch import nn
 
 from models.wan.attention import attention as wan_attention
 from models.wan.dit_blocks import (
+    AttentionProjections,
     WanDiTSizes,
     apply_rope,
     ffn,
@@ -211,17 +212,9 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight
 
 
-class SelfAttention(nn.Module):
+class SelfAttention(AttentionProjections):
     def __init__(self, dim: int, num_heads: int, eps: float, qk_norm: bool = True) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q: nn.Module = RMSNorm(dim, eps) if qk_norm else nn.Identity()
-        self.norm_k: nn.Module = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+        super().__init__(dim, num_heads, (lambda width: RMSNorm(width, eps)) if qk_norm else None)
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         b, s = x.shape[:2]

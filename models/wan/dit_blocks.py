@@ -2,7 +2,7 @@
 (:mod:`models.extension.transformer`) and the avatar DiT (:mod:`models.avatar.transformer`).
 
 Owns the common config fields (:class:`WanDiTSizes`), the float64 sinusoidal timestep embedding, the 3-D rotary table, its per-token layout and its
-application, the input embeddings and FFN as the official modules build them (under the official
+application, the attention projections, input embeddings and FFN as the official modules build them (under the official
 state-dict names, created in the official order so seeded tiny models keep their weights), and the
 final unpatchify. Only what the two models compute identically lives here: their RMS norms, layer
 norms, attention dtypes and modulation differ (see each module's docstring) and stay with them. The
@@ -14,7 +14,7 @@ Imports torch only. Never imports PySide6 or ``app``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -119,6 +119,28 @@ def apply_rope(x: torch.Tensor, multipliers: torch.Tensor) -> torch.Tensor:
     if tokens < length:
         rotated = torch.cat([rotated, x[:, tokens:].to(real)], dim=1)
     return rotated.float()
+
+
+class AttentionProjections(nn.Module):
+    """The ``q``, ``k``, ``v``, ``o`` projections (``dim -> dim``) and the ``norm_q`` / ``norm_k``
+    q/k norms of a Wan attention layer, created in the official order. Subclasses add ``forward``.
+
+    Args:
+        dim: model width.
+        num_heads: attention heads (``dim`` splits evenly).
+        qk_norm: builds a q/k norm of width ``dim`` (each model has its own RMS norm); None for none.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: Callable[[int], nn.Module] | None) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q: nn.Module = qk_norm(dim) if qk_norm is not None else nn.Identity()
+        self.norm_k: nn.Module = qk_norm(dim) if qk_norm is not None else nn.Identity()
 
 
 def ffn(dim: int, ffn_dim: int) -> nn.Sequential:
