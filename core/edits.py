@@ -75,6 +75,13 @@ class Edit:
         return False
 
 
+def _absorb_old_values(first: Any, later: Any) -> None:
+    """When ``later`` merges into ``first``, keep ``first``'s recorded old values and add those only
+    ``later`` recorded: ``update_*`` returns just the fields it changed, so a first step that changed
+    nothing (a drag that starts where the clip is) would otherwise revert to the wrong place."""
+    first._old = {**later._old, **first._old}
+
+
 # -- validation helpers ------------------------------------------------------------------------
 
 
@@ -441,6 +448,7 @@ class MoveClip(Edit):
             return False
         self.new_start = later.new_start
         self.new_track_id = later.new_track_id or self.new_track_id
+        _absorb_old_values(self, later)
         return True
 
 
@@ -487,6 +495,7 @@ class TrimClip(Edit):
         if not isinstance(later, TrimClip) or (later.clip_id, later.side) != (self.clip_id, self.side):
             return False
         self.frame = later.frame
+        _absorb_old_values(self, later)
         return True
 
 
@@ -689,6 +698,7 @@ class SetClipGain(Edit):
         if not isinstance(later, SetClipGain) or later.clip_id != self.clip_id:
             return False
         self.gain_db = later.gain_db
+        _absorb_old_values(self, later)
         return True
 
 

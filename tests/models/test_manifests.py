@@ -24,11 +24,13 @@ BUILDERS = {
     "manifest_wan_clip.json": "models.avatar.clip:full_size_state_dict",
 }
 
-MANIFESTS = sorted(path.name for path in GOLDEN_DIR.glob("manifest_*.json"))
+# A missing golden folder fails (one param) instead of silently collecting nothing.
+MANIFESTS = sorted(path.name for path in GOLDEN_DIR.glob("manifest_*.json")) or ["<no manifests found>"]
 
 
 @pytest.mark.parametrize("manifest_name", MANIFESTS)
 def test_full_size_model_matches_manifest(manifest_name):
+    assert (GOLDEN_DIR / manifest_name).exists(), f"no manifest_*.json in {GOLDEN_DIR} (set SKYREELS_GOLDEN_DIR)"
     assert manifest_name in BUILDERS, f"no builder registered for {manifest_name}"
     module_name, function_name = BUILDERS[manifest_name].split(":")
     build = getattr(importlib.import_module(module_name), function_name)
