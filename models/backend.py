@@ -16,6 +16,7 @@ Imports torch and the pipelines lazily. Never imports PySide6 or ``app``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import threading
@@ -113,10 +114,9 @@ class LocalBackend:
         from models.estimate import record_step_time
 
         resolution = "480P" if request.quality.value == "draft" else request.resolution
-        try:
+        # A read-only config folder only costs estimate accuracy.
+        with contextlib.suppress(OSError):
             record_step_time(torch.cuda.get_device_name(device), request.task, resolution, per_step)
-        except OSError:
-            pass  # a read-only config folder only costs estimate accuracy
 
     def warm_up(self) -> None:
         """Import torch and the pipelines now (the app calls this on its worker while the user is idle),
