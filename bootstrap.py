@@ -112,7 +112,7 @@ def run_tests(extra: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 (runs on the system Python, before any check)
         log("Python 3.11 or newer is needed; found " + sys.version.split()[0])
         return 2
     ensure_system_packages()
