@@ -18,6 +18,12 @@ saved with the queue), so a job resumed after a restart still lands in the right
 Files: outputs under ``<project>.media/renders/``, checkpoints of finished pieces under
 ``<project>.media/work/<job id>/`` (an untitled project uses the app's data folder).
 
+Extension and cut-to continue the *clip*, not the file under it: an untrimmed clip sends its asset's file
+as ``input_video``; a trimmed one sends ``<work dir>/source_excerpt.mp4``, the frames it shows (see
+:mod:`core.media.excerpt`), with what to cut recorded in ``request.extra["studio"]["excerpt"]``. The
+request stays a frozen snapshot; :func:`prepare_inputs` writes the excerpt on the render worker's thread
+before the backend sees the job (and again on a resume if it is gone).
+
 The open document is followed through the window's public ``doc`` attribute; when the window swaps
 documents (new/open) the running job of the old one is paused (its queue was saved with it) and the new
 project's queue is adopted; its unfinished jobs are offered for resume.
@@ -30,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +53,7 @@ from core.generation import (
     Quality,
     RenderRequest,
     RenderResult,
+    RequestInvalid,
     Task,
     Transition,
 )
@@ -55,12 +63,51 @@ from core.render_queue import Job, JobState, QueueError, RenderQueue
 STUDIO_KEY = "studio"
 """Key of the app's landing information inside ``RenderRequest.extra`` (ignored by backends)."""
 
+EXCERPT_NAME = "source_excerpt.mp4"
+"""File name, inside the job's work dir, of the frames a trimmed source clip shows."""
+
 TASK_LABELS = {
     Task.REFERENCE_TO_VIDEO: "Shot",
     Task.SINGLE_SHOT_EXTENSION: "Extend",
     Task.SHOT_SWITCHING_EXTENSION: "Cut to",
     Task.TALKING_AVATAR: "Avatar",
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceExcerpt:
+    """Asset frames ``[start_frame, end_frame)`` (at the project rate ``fps``) of the video at ``source``:
+    what a trimmed clip shows. Stored as a dict in ``request.extra["studio"]["excerpt"]``."""
+
+    source: str
+    start_frame: int
+    end_frame: int
+    fps: int
+
+
+def prepare_inputs(request: RenderRequest, cancel: threading.Event) -> None:
+    """Write the input files a request names but that do not exist yet: the excerpt of a trimmed source
+    clip (into the job's work dir). Runs on the render worker's thread, before the backend.
+
+    Raises:
+        RequestInvalid: the source video cannot be read (moved, deleted, damaged) or the excerpt written.
+        core.media.errors.RenderCancelled: ``cancel`` was set meanwhile.
+    """
+    spec = request.extra.get(STUDIO_KEY, {}).get("excerpt")
+    if not spec or request.input_video is None or Path(request.input_video).is_file():
+        return
+    from core.media.errors import MediaError, RenderCancelled
+    from core.media.excerpt import write_excerpt
+
+    excerpt = SourceExcerpt(**spec)
+    target = Path(request.input_video)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_excerpt(excerpt.source, target, excerpt.start_frame, excerpt.end_frame, excerpt.fps, cancel=cancel)
+    except RenderCancelled:
+        raise
+    except (MediaError, OSError, ValueError) as exc:
+        raise RequestInvalid(f"Cannot cut the clip out of {Path(excerpt.source).name}: {exc}") from exc
 
 
 class RenderController(QObject):
@@ -100,7 +147,7 @@ class RenderController(QObject):
         self.ask_resume: Callable[[list[Job]], bool] | None = None  # tests answer instead of a dialog
         self.previews: dict[str, tuple[QImage, int, int]] = {}
         self.preview_times: dict[str, float] = {}  # job id -> worker perf_counter of the shown preview
-        self.worker = RenderWorker(backend_factory)
+        self.worker = RenderWorker(backend_factory, prepare=prepare_inputs)
         queued = Qt.ConnectionType.QueuedConnection  # worker thread -> main thread, always
         self.worker.job_event.connect(self._on_worker_job_event, queued)
         self.worker.updates_ready.connect(self._on_worker_updates_ready, queued)
@@ -253,19 +300,27 @@ class RenderController(QObject):
             paths.append(asset.path)
         return tuple(paths)
 
-    def _source_video(self, clip: Clip) -> str:
+    def _source_video(self, clip: Clip) -> str | SourceExcerpt:
+        """What a clip shows, as an extension's input: its asset's file when the clip uses all of it,
+        else the excerpt to cut out (the job writes it; see :func:`prepare_inputs`)."""
         asset = self._asset(clip.asset_id)
         if asset.kind is not AssetKind.VIDEO:
             raise ValueError("Only video clips can be extended; pick a video clip.")
         if asset.missing:
             raise ValueError(f"“{asset.name}” is offline: relink it first.")
-        return asset.path
+        if clip.in_point == 0 and (asset.duration_frames is None or clip.out_point >= asset.duration_frames):
+            return asset.path
+        return SourceExcerpt(asset.path, clip.in_point, clip.out_point, int(self.project.settings.fps))
 
     def _submit(self, recipe: GenerationRecipe, landing: dict[str, Any], *, shot_id: str, preview: bool,
                 label: str, request_fields: dict[str, Any]) -> Job:
         job_id = new_id()
         output, work = self._paths(job_id, label)
         studio = {**landing, "recipe": recipe.to_json(), "shot_id": shot_id}
+        excerpt = request_fields.get("input_video")
+        if isinstance(excerpt, SourceExcerpt):
+            studio["excerpt"] = dataclasses.asdict(excerpt)
+            request_fields = {**request_fields, "input_video": str(Path(work) / EXCERPT_NAME)}
         request = RenderRequest(
             task=recipe.task,
             prompt=recipe.prompt,

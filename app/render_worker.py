@@ -5,8 +5,9 @@ is exactly one worker per window; its backend is created on the worker thread on
 there, never on the GUI thread) and kept between jobs.
 
 Flow: the main thread calls :meth:`RenderWorker.run_job` with a frozen ``RenderRequest`` and the job's
-cancel token; the call is delivered to the worker thread as a queued signal. The worker calls
-``backend.validate`` then ``backend.render(request, emit, cancel)``; ``emit`` runs on the worker thread and
+cancel token; the call is delivered to the worker thread as a queued signal. The worker calls the
+optional ``prepare(request, cancel)`` (it writes input files the request names, e.g. the excerpt of a
+trimmed clip), then ``backend.validate`` and ``backend.render(request, emit, cancel)``; ``emit`` runs on the worker thread and
 re-emits each event as a Qt signal (queued to the main thread). Progress and latent previews (converted
 to ``QImage`` on the worker thread) are coalesced: the newest of each waits in a slot and one
 :attr:`updates_ready` notification stays queued until the main thread calls :meth:`take_updates`, so a
@@ -82,6 +83,8 @@ class RenderWorker(QObject):
 
     Args:
         backend_factory: builds the ``InferenceBackend``; called once, on the worker thread.
+        prepare: ``prepare(request, cancel)``, called on the worker thread before each job reaches the
+            backend; whatever it raises fails (or, once cancelled, stops) the job like a backend error.
 
     Signals (queued to the main thread):
         job_event(str job_id, object event): a PieceFinished or StatusMessage (every one).
@@ -100,9 +103,11 @@ class RenderWorker(QObject):
     _run_requested = Signal(str, object, object)
     _warm_requested = Signal()
 
-    def __init__(self, backend_factory: Callable[[], Any]) -> None:
+    def __init__(self, backend_factory: Callable[[], Any],
+                 prepare: Callable[[RenderRequest, threading.Event], None] | None = None) -> None:
         super().__init__()
         self._factory = backend_factory
+        self._prepare = prepare
         self._backend: Any = None
         self._busy = threading.Event()
         self._thread: QThread | None = None
@@ -197,6 +202,8 @@ class RenderWorker(QObject):
         try:
             if cancel.is_set():
                 raise RenderCancelled("cancelled before it started")
+            if self._prepare is not None:
+                self._prepare(request, cancel)
             if self._backend is None:
                 self._backend = self._factory()
                 self.backend_created += 1

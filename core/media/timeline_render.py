@@ -34,10 +34,19 @@ from core.media.images import fit_size, letterbox, read_image
 from core.media.writer import DEFAULT_CRF, VideoWriter
 from core.project import Asset, AssetKind, Clip, Project, TrackKind
 
-__all__ = ["CHANNELS", "TimelineRenderer", "export_timeline"]
+__all__ = ["CHANNELS", "TimelineRenderer", "export_timeline", "media_frame_index"]
 
 CHANNELS = 2
 ProgressCallback = Callable[[int, int], None]
+
+
+def media_frame_index(reader: VideoReader, asset_frame: int, fps: int) -> int:
+    """The frame of ``reader``'s file shown at ``asset_frame`` of its asset (project frames at ``fps``).
+
+    A clip shows asset frame ``clip.in_point + n - clip.start`` at timeline frame ``n``; the file's own
+    rate may differ from the project's, so the frame on screen is the one at that many seconds.
+    """
+    return reader.index_at_time(asset_frame / fps)
 
 
 class TimelineRenderer:
@@ -106,8 +115,7 @@ class TimelineRenderer:
             if asset.kind is AssetKind.IMAGE:
                 return self._still(asset)
             reader = self._reader(asset)
-            seconds = (clip.in_point + n - clip.start) / self.fps
-            index = reader.index_at_time(seconds)
+            index = media_frame_index(reader, clip.in_point + n - clip.start, self.fps)
             fit = fit_size(reader.width, reader.height, self.width, self.height)
             picture = reader.frame_at(index, size=fit)
             return letterbox(picture, self.width, self.height)

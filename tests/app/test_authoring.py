@@ -7,6 +7,8 @@ random-weight checkpoints (CPU, 1-2 steps, 1 s).
 from __future__ import annotations
 
 import os
+import threading
+from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QPoint, Qt
@@ -154,6 +156,71 @@ def test_cut_to_with_the_transition_picker(window, qtbot, studio, fake):
     assert request.task is Task.SHOT_SWITCHING_EXTENSION and request.transition is Transition.SHOT_REVERSE_SHOT
     recipe = window.doc.project.clip(clip_id).recipe
     assert recipe.transition is Transition.SHOT_REVERSE_SHOT and recipe.source_clip_id == studio.ids["video"]
+
+
+def _frame_numbers(path) -> list[int]:
+    from core.media.decode import VideoReader
+    from core.media.patterns import read_frame_number
+
+    with VideoReader(path) as reader:
+        return [read_frame_number(frame) for frame in reader.iter_frames()]
+
+
+def test_extend_and_cut_to_continue_a_trimmed_clip_from_its_out_point(window, qtbot, studio, fake):
+    from app.render_controller import EXCERPT_NAME, STUDIO_KEY, prepare_inputs
+
+    project = window.doc.project
+    source = project.clip(studio.ids["video"])
+    asset = project.asset(source.asset_id)
+    assert project.settings.fps == asset.fps  # the numbered media: file frame N shows N
+    # Untrimmed: the original file goes to the backend as it is (no re-encode).
+    assert (source.in_point, source.out_point) == (0, asset.duration_frames)
+    studio.extend(source.clip_id, "the whole clip", duration_s=5)
+    _landed(qtbot, studio)
+    assert fake.calls[-1].input_video == asset.path
+    assert "excerpt" not in fake.calls[-1].extra[STUDIO_KEY]
+    window.doc.stack.undo()
+    # Trim to asset frames 10..29: the extension must start from frame 29, not from the file's last.
+    window.doc.editing.trim_clip(source.clip_id, "head", 10)
+    window.doc.editing.trim_clip(source.clip_id, "tail", 30)
+    source = project.clip(source.clip_id)
+    assert (source.in_point, source.out_point) == (10, 30)
+    job = studio.extend(source.clip_id, "the trimmed clip", duration_s=5)
+    assert job.request.input_video == str(Path(job.request.work_dir) / EXCERPT_NAME)  # frozen at submit
+    assert not Path(job.request.input_video).exists()  # written by the job, off the GUI thread
+    clip_id = _landed(qtbot, studio)
+    request = fake.calls[-1]
+    assert request is job.request
+    numbers = _frame_numbers(request.input_video)
+    assert numbers == list(range(source.in_point, source.out_point))
+    assert numbers[-1] == source.out_point - 1
+    assert project.clip(clip_id).start == source.end
+    assert asset.path != request.input_video and Path(asset.path).is_file()
+    # Cut to from the same trimmed clip: the same frames, in the new job's own work dir.
+    cut = studio.cut_to(source.clip_id, Transition.CUT_IN, "a close-up", duration_s=3)
+    _landed(qtbot, studio)
+    assert fake.calls[-1] is cut.request and Path(cut.request.input_video).parent == Path(cut.request.work_dir)
+    assert _frame_numbers(cut.request.input_video) == list(range(10, 30))
+    # A job resumed after its excerpt is gone writes it again from the frozen request (even if the clip
+    # was trimmed again meanwhile).
+    window.doc.editing.trim_clip(source.clip_id, "tail", source.end - 5)
+    Path(cut.request.input_video).unlink()
+    prepare_inputs(cut.request, threading.Event())
+    assert _frame_numbers(cut.request.input_video) == list(range(10, 30))
+
+
+def test_a_trimmed_clip_whose_file_is_gone_fails_in_words(tmp_path):
+    from app.render_controller import STUDIO_KEY, prepare_inputs
+    from core.generation import RenderRequest, RequestInvalid
+
+    request = RenderRequest(
+        Task.SINGLE_SHOT_EXTENSION, "more", str(tmp_path / "out.mp4"), str(tmp_path / "work"),
+        input_video=str(tmp_path / "work" / "excerpt.mp4"),
+        extra={STUDIO_KEY: {"excerpt": {"source": str(tmp_path / "gone.mp4"), "start_frame": 2,
+                                        "end_frame": 9, "fps": 24}}})
+    with pytest.raises(RequestInvalid, match=r"Cannot cut the clip out of gone\.mp4"):
+        prepare_inputs(request, threading.Event())
+    assert not Path(request.input_video).exists()
 
 
 def test_avatar_from_a_region_dragged_on_the_audio_lane(window, qtbot, studio, fake):
