@@ -1,7 +1,8 @@
 """``python main.py models list|download|verify|locate``: the model store from a terminal.
 
 Owns: argument parsing, the status table, the download progress bar. All logic lives in
-:mod:`core.model_store`. Must not import: PySide6, torch, ``app``, ``models``.
+:mod:`core.model_store` and :mod:`core.model_download`. Must not import: PySide6, torch, ``app``,
+``models``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from core import model_download as md
 from core import model_store as ms
 from core.generation import ModelsMissing, Task
 
@@ -100,7 +102,7 @@ class ProgressBar:
         self.not_transferred = 0  # bytes skipped or linked: they must not inflate the rate
         self._counted: set[str] = set()
 
-    def __call__(self, p: ms.DownloadProgress) -> None:
+    def __call__(self, p: md.DownloadProgress) -> None:
         now = time.monotonic()
         if p.phase in ("skip", "link") and p.file not in self._counted:
             self._counted.add(p.file)
@@ -150,7 +152,7 @@ def cmd_download(args: argparse.Namespace, out: TextIO) -> int:
                 return 130
         return max(codes)
     task = Task(args.task)
-    source: ms.Source | None = ms.LocalFolderSource(args.from_folder) if args.from_folder else None
+    source: md.Source | None = md.LocalFolderSource(args.from_folder) if args.from_folder else None
     target = args.local_dir
     if source is not None and target is None:
         out.write(
@@ -166,7 +168,7 @@ def cmd_download(args: argparse.Namespace, out: TextIO) -> int:
     bar = ProgressBar(sys.stderr if args.quiet_bar else out)
     cancel = threading.Event()
     try:
-        result = ms.download(
+        result = md.download(
             task,
             args.repo,
             target,
@@ -182,11 +184,11 @@ def cmd_download(args: argparse.Namespace, out: TextIO) -> int:
         bar.finish()
         out.write("Interrupted. Run the same command again to resume where it stopped.\n")
         return 130
-    except ms.DownloadCancelled as exc:
+    except md.DownloadCancelled as exc:
         bar.finish()
         out.write(f"Cancelled ({exc}). Run the same command again to resume.\n")
         return 130
-    except ms.DownloadError as exc:
+    except md.DownloadError as exc:
         bar.finish()
         out.write(f"Download failed: {exc}\n")
         return 1
