@@ -120,8 +120,8 @@ def estimate(request: RenderRequest, calibration: Path | None = None) -> dict[st
                           fits=free is None or plan.estimated_peak_bytes <= free)
             notes.append("plan: " + ", ".join(p.value for p in plan.policies))
         else:
-            result["fits"] = False
-            notes.append("no CUDA GPU: full-size models need one (try --model tiny to test the pipeline)")
+            notes.append("no CUDA GPU here: the full-size models need one (the tiny test models run on the CPU)")
+            return {"fits": False, "note": "; ".join(notes)}
     else:
         notes.append("memory check once the engine has loaded")
     measured = _read(calibration or calibration_path()).get(_key(device_name, request.task, resolution)) \

@@ -32,6 +32,7 @@ def test_cpu_machine_says_full_size_does_not_fit(tmp_path):
 
     answer = estimate(_request(), tmp_path / "cal.json")
     assert answer["fits"] is False and "no CUDA GPU" in answer["note"]
+    assert "seconds" not in answer  # no time estimate for a device that cannot run the job
 
 
 def test_calibration_is_recorded_and_averaged(tmp_path):
