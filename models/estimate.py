@@ -93,6 +93,17 @@ def _frame_size(request: RenderRequest) -> tuple[int, int]:
     return height, width
 
 
+def rough_seconds(request: RenderRequest) -> float:
+    """Uncalibrated time: a forward costs about 2 x params x tokens FLOPs plus attention
+    (4 x tokens^2 x 5120 x 40 layers) at an assumed effective throughput, plus loading."""
+    pieces, steps, latent_frames = _pieces_and_steps(request)
+    height, width = _frame_size(request)
+    tokens = latent_frames * (height // 16) * (width // 16)
+    params = _PARAMS.get(request.task, _DEFAULT_PARAMS)
+    flops = 2 * params * tokens + 4 * tokens * tokens * 5120 * 40
+    return _LOAD_SECONDS + flops / (_ASSUMED_TFLOPS * 1e12) * steps * pieces
+
+
 def estimate(request: RenderRequest, calibration: Path | None = None) -> dict[str, Any] | None:
     """The estimate as a plain dict (``seconds``, ``fits``, ``peak_bytes``, ``available_bytes``, ``note``),
     or None for the tiny test models (the dialog has measured CPU timings for those)."""
@@ -129,11 +140,9 @@ def estimate(request: RenderRequest, calibration: Path | None = None) -> dict[st
     if measured is not None:
         per_step = float(measured)
         notes.append(f"measured on this {device_name}")
+        result["seconds"] = _LOAD_SECONDS + per_step * steps * pieces
     else:
-        # A forward costs about 2 x params x tokens FLOPs plus attention (4 x tokens^2 x 5120 x 40).
-        flops = 2 * params * tokens + 4 * tokens * tokens * 5120 * 40
-        per_step = flops / (_ASSUMED_TFLOPS * 1e12)
+        result["seconds"] = rough_seconds(request)
         notes.append("rough until the first render on this GPU")
-    result["seconds"] = _LOAD_SECONDS + per_step * steps * pieces
     result["note"] = "; ".join(notes)
     return result
