@@ -919,16 +919,18 @@ class RemoveMarker(Edit):
     marker_id: str
     label: ClassVar[str] = "Remove marker"
     _marker: Marker | None = field(default=None, init=False, repr=False)
+    _index: int = field(default=0, init=False, repr=False)
 
     def apply(self, project: Project) -> None:
         try:
+            self._index = project.marker_index(self.marker_id)
             self._marker = project.remove_marker(self.marker_id)
         except UnknownIdError:
             raise EditError("That marker is no longer on the timeline.") from None
 
     def revert(self, project: Project) -> None:
         assert self._marker is not None
-        project.insert_marker(self._marker)
+        project.insert_marker(self._marker, self._index)
 
 
 @dataclass
@@ -940,6 +942,7 @@ class MoveMarker(Edit):
     label: ClassVar[str] = "Move marker"
     merge_key: ClassVar[int] = 4
     _old: int = field(default=0, init=False, repr=False)
+    _old_index: int = field(default=0, init=False, repr=False)
 
     def apply(self, project: Project) -> None:
         if self.frame < 0:
@@ -949,12 +952,13 @@ class MoveMarker(Edit):
         except UnknownIdError:
             raise EditError("That marker is no longer on the timeline.") from None
         self._old = marker.frame
+        self._old_index = project.marker_index(self.marker_id)
         project.remove_marker(self.marker_id)
         project.insert_marker(Marker(marker.marker_id, self.frame, marker.name))
 
     def revert(self, project: Project) -> None:
         marker = project.remove_marker(self.marker_id)
-        project.insert_marker(Marker(marker.marker_id, self._old, marker.name))
+        project.insert_marker(Marker(marker.marker_id, self._old, marker.name), self._old_index)
 
     def merge(self, later: Edit) -> bool:
         if not isinstance(later, MoveMarker) or later.marker_id != self.marker_id:

@@ -552,10 +552,24 @@ class Project:
             self.clip_changed.emit(clip, old)
         return old
 
-    def insert_marker(self, marker: Marker) -> None:
+    def marker_index(self, marker_id: str) -> int:
+        """Position of a marker in the sorted list (markers at the same frame keep their order)."""
+        return self._markers.index(self.marker(marker_id))
+
+    def insert_marker(self, marker: Marker, index: int | None = None) -> None:
+        """Insert keeping markers sorted by frame: after those at the same frame, or at ``index`` (undo
+        puts a marker back exactly where it was among markers sharing its frame)."""
         if any(m.marker_id == marker.marker_id for m in self._markers):
             raise ValueError(f"a marker with id {marker.marker_id!r} is already in the project")
-        i = bisect.bisect_right([m.frame for m in self._markers], marker.frame)
+        frames = [m.frame for m in self._markers]
+        if index is None:
+            i = bisect.bisect_right(frames, marker.frame)
+        else:
+            if not 0 <= index <= len(frames) or (index > 0 and frames[index - 1] > marker.frame) or (
+                index < len(frames) and frames[index] < marker.frame
+            ):
+                raise ValueError(f"inserting marker {marker.marker_id!r} at {index} would break the frame order")
+            i = index
         self._markers.insert(i, marker)
         self.marker_added.emit(marker)
 

@@ -351,3 +351,19 @@ def test_snapping(project: Project) -> None:
     assert snap_clip_start(1, 100, targets, tolerance=0) == 1
     assert snap_clip_start(2, 3, [0, 4], tolerance=5) == 1  # tail to 4 (pull 1) rather than head to 0 (2)
     assert snap_clip_start(3, 50, [0], tolerance=5) == 0
+
+
+def test_markers_sharing_a_frame_come_back_in_their_order():
+    # Found by hypothesis: undo must put a marker back where it was among markers at the same frame.
+    project = sample_project()
+    AddMarker(Marker("first", 0)).apply(project)
+    AddMarker(Marker("second", 0)).apply(project)
+    before = project.to_dict()
+    remove = RemoveMarker("first")
+    remove.apply(project)
+    remove.revert(project)
+    assert project.to_dict() == before
+    move = MoveMarker("first", 30)
+    move.apply(project)
+    move.revert(project)
+    assert project.to_dict() == before
