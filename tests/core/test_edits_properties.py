@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
@@ -32,7 +34,11 @@ from core.project import Clip, Marker, Project, new_id
 from tests.fakes import A1, AUDIO, IMAGE, V1, V2, VIDEO, sample_project
 
 FRAMES = st.integers(min_value=-5, max_value=260)
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=int(os.environ.get("SKYREELS_HYPOTHESIS_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 def _new_clip(draw: Any, project: Project) -> Clip:
