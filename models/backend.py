@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -227,7 +229,15 @@ class LocalBackend:
         else:
             ctx.status("reusing the finished render")
             frames = finished.frames
-        write_video(request.output_path, frames, DEFAULT_FPS)
+        # One piece: its playable MP4 already is the output (same frames, fps and encoder settings), so
+        # copy it rather than encoding the frames a second time.
+        playable = ctx.pieces.playable(0) if ctx.pieces else None
+        if playable is not None:
+            staging = Path(request.output_path).with_name(f".{Path(request.output_path).name}.part")
+            shutil.copyfile(playable, staging)
+            os.replace(staging, request.output_path)
+        else:
+            write_video(request.output_path, frames, DEFAULT_FPS)
         return RenderResult(request.output_path, len(frames), DEFAULT_FPS, frames.shape[2], frames.shape[1])
 
     def _run_extension(self, request, prepared, ctx, folder, device, dtype) -> RenderResult:

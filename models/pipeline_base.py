@@ -129,6 +129,11 @@ class PieceStore:
         write_video(str(path), frames, self.fps)
         return path
 
+    def playable(self, index: int) -> Path | None:
+        """The piece's playable MP4, when it was written (and its exact frames are checkpointed)."""
+        path = self._path(index, ".mp4")
+        return path if path.exists() and self._path(index, ".npy").exists() else None
+
     def load(self, index: int) -> FinishedPiece | None:
         path = self._path(index, ".npy")
         if not path.exists():
