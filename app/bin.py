@@ -23,7 +23,7 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QIcon, QImage, QPainter, QPixmap
+from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QIcon, QImage, QKeySequence, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -400,6 +400,12 @@ class BinPanel(QWidget):
         if asset_id:
             self.relink_requested.emit(asset_id)
 
+    def remove_selected(self) -> None:
+        """Remove the selected media from the project (Delete with the bin focused; one undo step)."""
+        ids = self.selected_asset_ids()
+        if ids:
+            self._run(self.editing.remove_assets, ids)
+
     def _run(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
             fn(*args)
@@ -431,7 +437,8 @@ class BinPanel(QWidget):
             menu.addAction(theme.icon("relink"), "Relink…", lambda: self.relink_requested.emit(asset_id))
             menu.addSeparator()
             ids = self.selected_asset_ids() or [asset_id]
-            menu.addAction("Remove from project", lambda: self._run(self.editing.remove_assets, ids))
+            menu.addAction("Remove from project", lambda: self._run(self.editing.remove_assets, ids),
+                           QKeySequence("Delete"))
         else:
             menu.addAction(theme.icon("import"), "Import media…", self.import_requested)
         menu.popup(self.view.viewport().mapToGlobal(pos))

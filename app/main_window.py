@@ -655,6 +655,12 @@ class MainWindow(QMainWindow):
         self.doc.editing.split_at(self.doc.playback.position, self._selected())
 
     def lift(self) -> None:
+        """Delete: in the bin it removes the selected media from the project (one undo step, their clips
+        included); anywhere else it lifts the selected clips, leaving a gap."""
+        bin_view = self.doc.bin.view
+        if bin_view.hasFocus() and self.doc.bin.selected_asset_ids():
+            self.doc.bin.remove_selected()
+            return
         self.doc.editing.lift(self._selected())
 
     def ripple_delete(self) -> None:

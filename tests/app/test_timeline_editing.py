@@ -365,3 +365,29 @@ def test_many_tracks_scroll_vertically_and_stay_clickable(qtbot, window, media_d
     qtbot.mouseClick(timeline, Qt.MouseButton.LeftButton, pos=QPoint(int(timeline.x_for_frame(3)), top + 8))
     assert timeline.selected == {clip_id}
     wait_idle(qtbot, window)
+
+
+def test_delete_in_the_bin_removes_media_and_on_the_timeline_lifts(qtbot, window, media_dir):
+    project = window.doc.project
+    still, tone = _import(qtbot, window, media_dir / "still.png", media_dir / "tone.wav")
+    v1 = _track(window, "V1")
+    kept = _place(qtbot, window, still, "V1", 0)
+    view = window.doc.bin.view
+    row = next(r for r in range(view.model().rowCount())
+               if view.model().index(r, 0).data(Qt.ItemDataRole.DisplayRole).startswith("tone"))
+    view.setCurrentIndex(view.model().index(row, 0))
+    view.setFocus()
+    qtbot.waitUntil(view.hasFocus)
+    qtbot.keyClick(view, Qt.Key.Key_Delete)
+    assert [a.asset_id for a in project.assets] == [still], "Delete in the bin removes the selected media"
+    assert project.has_clip(kept), "and leaves the timeline alone"
+    window.doc.stack.undo()
+    assert {a.asset_id for a in project.assets} == {still, tone}
+    # With the timeline focused, Delete lifts the selected clip instead.
+    timeline = window.doc.timeline
+    clip = project.clip(kept)
+    qtbot.mouseClick(timeline, Qt.MouseButton.LeftButton, pos=_clip_centre(window, clip))
+    qtbot.keyClick(timeline, Qt.Key.Key_Delete)
+    assert list(project.clips_on(v1)) == []
+    assert {a.asset_id for a in project.assets} == {still, tone}
+    wait_idle(qtbot, window)
