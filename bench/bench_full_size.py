@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.memory import MemoryPlan, apply_transformer_policies  # noqa: E402
-from models.r2v.transformer import FULL_SIZE_CONFIG, REFERENCE_SLOTS, build_transformer  # noqa: E402
+from models.memory import MemoryPlan, apply_transformer_policies
+from models.r2v.transformer import FULL_SIZE_CONFIG, REFERENCE_SLOTS, build_transformer
 
 SIZES = {"480P": (480, 848), "540P": (544, 960), "720P": (720, 1280)}
 
