@@ -747,7 +747,7 @@ class _SetLink(Edit):
 
 
 @dataclass
-class AddRenderedClip(Edit):
+class AddRenderedClip(_Planned):
     """A finished render lands in the project as one undoable step (undo removes the clip, not the work).
 
     Adds ``asset`` to the bin, then one of:
@@ -767,7 +767,7 @@ class AddRenderedClip(Edit):
     label: ClassVar[str] = "Add rendered clip"
     _children: list[Edit] = field(default_factory=list, init=False, repr=False)
 
-    def apply(self, project: Project) -> None:
+    def plan(self, project: Project) -> list[Edit]:
         if self.clip is not None and self.take_of is not None:
             raise EditError("A render lands either as a new clip or as a take, not both.")
         children: list[Edit] = [AddAsset(self.asset)]
@@ -784,11 +784,7 @@ class AddRenderedClip(Edit):
             children.append(_SetTakes(target.clip_id, [*target.takes, self.asset.asset_id]))
             if self.activate:
                 children.append(SetClipTake(target.clip_id, self.asset.asset_id))
-        _apply_all(project, children)
-        self._children = children
-
-    def revert(self, project: Project) -> None:
-        _revert_all(project, self._children)
+        return children
 
 
 # -- tracks ------------------------------------------------------------------------------------
