@@ -111,62 +111,6 @@ TINY_BUCKET_TABLES: dict[str, dict[str, tuple[int, int]]] = {
     for resolution, table in ASPECT_RATIO_CONFIG.items()
 }
 
-# Word pieces of the tiny unigram vocabulary (after the three special tokens and the letters).
-_WORDS = [
-    "a",
-    "the",
-    "and",
-    "in",
-    "of",
-    "to",
-    "on",
-    "at",
-    "with",
-    "is",
-    "are",
-    "her",
-    "his",
-    "man",
-    "woman",
-    "person",
-    "dog",
-    "cat",
-    "car",
-    "street",
-    "city",
-    "walks",
-    "runs",
-    "smiles",
-    "looks",
-    "camera",
-    "stands",
-    "sits",
-    "holds",
-    "blue",
-    "red",
-    "green",
-    "white",
-    "black",
-    "coat",
-    "hat",
-    "light",
-    "night",
-    "day",
-    "sun",
-    "slowly",
-    "forward",
-    "behind",
-    "front",
-    "while",
-    "pass",
-    "cars",
-    "busy",
-    "park",
-    "room",
-    "table",
-    "window",
-]
-
 MODEL_INDEX = {
     "_class_name": "WanPipeline",
     "_diffusers_version": "0.34.0",
@@ -184,32 +128,14 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _save_tokenizer(folder: Path) -> int:
-    """A UMT5-style unigram tokenizer (``<pad>``=0, ``</s>``=1, ``<unk>``=2, trailing ``</s>``)."""
-    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
-    from tokenizers.models import Unigram
-    from transformers import T5TokenizerFast
+    """The shared tiny UMT5-style tokenizer (``<pad>``=0, ``</s>``=1, ``<unk>``=2, trailing ``</s>``);
+    returns its vocabulary size (the text encoder's embedding table is a bit larger, as in the real model)."""
+    from transformers import AutoTokenizer
 
-    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    pieces += [(char, -5.0) for char in "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-"]
-    pieces += [(f"▁{char}", -4.5) for char in "abcdefghijklmnopqrstuvwxyz"]
-    pieces += [(f"▁{word}", -3.0) for word in _WORDS]
-    model = Tokenizer(Unigram(pieces, unk_id=2, byte_fallback=False))
-    model.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    model.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    model.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    model.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
-    )
-    tokenizer = T5TokenizerFast(
-        tokenizer_object=model,
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        extra_ids=0,
-        model_max_length=512,
-    )
-    tokenizer.save_pretrained(str(folder))
-    return len(pieces)
+    from models.wan.tiny import write_tiny_umt5_tokenizer
+
+    write_tiny_umt5_tokenizer(folder)
+    return len(AutoTokenizer.from_pretrained(str(folder)))
 
 
 def write_tiny_checkpoint(root: str | Path, seed: int = 0) -> Path:
