@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import os
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +36,7 @@ from core.generation import (
     Task,
 )
 from models.pipeline_base import PieceStore, RunContext, request_fingerprint
+from models.render_output import PieceOutput
 from models.tiny import TINY, tiny_bucket_tables, tiny_checkpoint
 
 FPS = {Task.TALKING_AVATAR: 25}
@@ -213,31 +212,24 @@ class LocalBackend:
                            offload=request.offload, low_vram=request.low_vram)
 
     def _run_r2v(self, request, prepared, ctx, folder, device, dtype, buckets) -> RenderResult:
-        from core.media.writer import write_video
         from models.r2v.pipeline import job_size, load_pipeline
 
         r2v, images = prepared
-        finished = ctx.finished_piece(0)
-        if finished is None:
-            plan = self._memory_plan(request, device, dtype, job_size(r2v, images, buckets))
-            pipeline = self._pipeline(
-                ("r2v", str(folder), str(device), dtype,
-                 dataclasses.replace(plan, estimated_peak_bytes=0, reasons=())),
-                lambda: load_pipeline(folder, device=device, dtype=dtype, plan=plan, bucket_tables=buckets),
-            )
-            frames = pipeline.generate(r2v, ctx, images=images).frames
-        else:
-            ctx.status("reusing the finished render")
-            frames = finished.frames
-        # One piece: its playable MP4 already is the output (same frames, fps and encoder settings), so
-        # copy it rather than encoding the frames a second time.
-        playable = ctx.pieces.playable(0) if ctx.pieces else None
-        if playable is not None:
-            staging = Path(request.output_path).with_name(f".{Path(request.output_path).name}.part")
-            shutil.copyfile(playable, staging)
-            os.replace(staging, request.output_path)
-        else:
-            write_video(request.output_path, frames, DEFAULT_FPS)
+        with PieceOutput(request.output_path, DEFAULT_FPS, ctx.pieces) as output:
+            finished = ctx.finished_piece(0)
+            if finished is None:
+                plan = self._memory_plan(request, device, dtype, job_size(r2v, images, buckets))
+                pipeline = self._pipeline(
+                    ("r2v", str(folder), str(device), dtype,
+                     dataclasses.replace(plan, estimated_peak_bytes=0, reasons=())),
+                    lambda: load_pipeline(folder, device=device, dtype=dtype, plan=plan, bucket_tables=buckets),
+                )
+                frames = pipeline.generate(r2v, ctx, images=images).frames
+            else:
+                ctx.status("reusing the finished render")
+                frames = finished.frames
+            # One piece: its playable MP4 already is the output, so it is copied, not encoded again.
+            output.write(frames)
         return RenderResult(request.output_path, len(frames), DEFAULT_FPS, frames.shape[2], frames.shape[1])
 
     def _run_extension(self, request, prepared, ctx, folder, device, dtype) -> RenderResult:
@@ -251,12 +243,13 @@ class LocalBackend:
             lambda: ExtensionPipeline(load_components(folder, extension.mode, device=device, dtype=dtype,
                                                       offload=offload, low_vram=request.low_vram)),
         )
-        # Frames stream into the MP4 piece by piece: a 30 s extension never sits in memory.
-        with _StreamingOutput(request.output_path, DEFAULT_FPS) as output:
+        # Frames go to the output piece by piece (a 30 s extension never sits in memory); the pieces'
+        # MP4s are joined by copying their packets, so no frame is encoded twice.
+        with PieceOutput(request.output_path, DEFAULT_FPS, ctx.pieces) as output:
             result = pipeline(inputs, ctx, on_frames=output.write)
             if len(result.frames):  # shot switching (one short piece) returns its frames directly
                 output.write(result.frames)
-        return output.result()
+        return RenderResult(request.output_path, output.frames, DEFAULT_FPS, *output.size)
 
     def _run_avatar(self, request, prepared, ctx, folder, device, dtype, buckets) -> RenderResult:
         from models.avatar.pipeline import job_size, load_pipeline, render_to_file
@@ -287,38 +280,3 @@ class _StepTimer:
             return None
         gaps = sorted(b - a for a, b in zip(self._times, self._times[1:], strict=False))
         return gaps[len(gaps) // 2]  # the median: piece boundaries (decode, encode) are not steps
-
-
-class _StreamingOutput:
-    """An MP4 written frame group by frame group; atomic (no file unless every frame arrived)."""
-
-    def __init__(self, path: str, fps: int) -> None:
-        self.path = path
-        self.fps = fps
-        self.writer: Any = None
-        self.frames = 0
-        self.size = (0, 0)
-
-    def write(self, frames: Any) -> None:
-        from core.media.writer import VideoWriter
-
-        if self.writer is None:
-            self.size = (frames.shape[2], frames.shape[1])
-            self.writer = VideoWriter(self.path, self.fps, *self.size)
-        for frame in frames:
-            self.writer.write_frame(frame)
-        self.frames += len(frames)
-
-    def __enter__(self) -> _StreamingOutput:
-        return self
-
-    def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
-        if self.writer is None:
-            return
-        if kind is None:
-            self.writer.close()
-        else:
-            self.writer.abort()
-
-    def result(self) -> RenderResult:
-        return RenderResult(self.path, self.frames, self.fps, self.size[0], self.size[1])

@@ -97,6 +97,25 @@ class PieceStore:
     def __init__(self, work_dir: str | os.PathLike[str], fingerprint: str, fps: int) -> None:
         self.folder = Path(work_dir) / f"pieces-{fingerprint}"
         self.fps = fps
+        self._handed: tuple[int, int, np.ndarray] | None = None
+
+    def _remember(self, index: int, frames: np.ndarray) -> None:
+        # Count plus first and last frame identify the piece a pipeline hands to its output next.
+        if len(frames):
+            self._handed = (index, len(frames), np.stack([frames[0], frames[-1]]))
+
+    def playable_for(self, frames: np.ndarray) -> Path | None:
+        """The playable MP4 of the piece last saved or loaded, if ``frames`` are that piece's frames.
+
+        Pipelines save (or, on resume, load) a piece and then hand the same frames to their output;
+        the output copies the piece's encoded MP4 instead of encoding the frames a second time.
+        """
+        if self._handed is None or not len(frames):
+            return None
+        index, count, ends = self._handed
+        if count != len(frames) or not (np.array_equal(frames[0], ends[0]) and np.array_equal(frames[-1], ends[1])):
+            return None
+        return self.playable(index)
 
     def _path(self, index: int, suffix: str) -> Path:
         return self.folder / f"piece_{index:04d}{suffix}"
@@ -118,6 +137,7 @@ class PieceStore:
             os.fsync(handle.fileno())
         # The .npy lands last: its presence marks the piece complete.
         os.replace(tmp, self._path(index, ".npy"))
+        self._remember(index, frames)
         return playable or self._path(index, ".npy")
 
     def _write_playable(self, index: int, frames: np.ndarray) -> Path | None:
@@ -148,6 +168,7 @@ class PieceStore:
             from safetensors.torch import load_file
 
             state = load_file(str(state_path))
+        self._remember(index, frames)
         return FinishedPiece(index, frames, state)
 
     def finished_indices(self) -> list[int]:

@@ -876,35 +876,21 @@ def render_to_file(
     *,
     inputs: AvatarInputs | None = None,
 ) -> RenderResult:
-    """Generate and stream the frames into an H.264 MP4 at 25 fps with the loudness-normalised audio
-    (AAC, 16 kHz mono: the official output muxes that copy, not the user's file). The file appears
-    atomically when complete; a failed or cancelled render leaves none.
+    """Generate the frames and write them as an H.264 MP4 at 25 fps with the loudness-normalised audio
+    (AAC, 16 kHz mono: the official output muxes that copy, not the user's file). The windows' checkpoint
+    MP4s are joined by copying their packets (:class:`models.render_output.PieceOutput`), so no frame is
+    encoded twice. The file appears atomically when complete; a failed or cancelled render leaves none.
 
     Raises:
         RequestInvalid, RenderCancelled: as :meth:`TalkingAvatarPipeline.generate`.
     """
-    from core.media.writer import VideoWriter
+    from models.render_output import PieceOutput
 
     inputs = inputs or validate_request(request)
-    writer: VideoWriter | None = None
-
-    def sink(frames: np.ndarray) -> None:
-        nonlocal writer
-        if writer is None:
-            height, width = frames.shape[1:3]
-            writer = VideoWriter(output_path, FPS, width, height, audio_rate=avatar_audio.SAMPLE_RATE)
-        for frame in frames:
-            writer.write_frame(frame)
-
-    try:
-        result = pipeline.generate(request, ctx, inputs=inputs, on_frames=sink)
-        assert writer is not None, "the pipeline produced no frames"
-        writer.write_audio(inputs.speech)
-        path = writer.close()
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
+    ctx = ctx or RunContext()
+    with PieceOutput(output_path, FPS, ctx.pieces) as output:
+        result = pipeline.generate(request, ctx, inputs=inputs, on_frames=output.write)
+        path = output.close(audio=inputs.speech, audio_rate=avatar_audio.SAMPLE_RATE)
     return RenderResult(
         output_path=str(path),
         num_frames=result.num_frames,

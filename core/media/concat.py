@@ -1,0 +1,132 @@
+"""Join MP4 parts into one file without encoding the video again.
+
+A render writes each finished piece as its own playable MP4 (``VideoWriter``, same settings for
+every piece); the render's output is those pieces one after the other. Copying their H.264 packets
+(a remux) gives the same pictures as decoding and encoding them again, at a small fraction of the
+cost, and without a second generation of compression loss. An audio track can be added on the way
+(encoded to AAC, as :class:`~core.media.writer.VideoWriter` does).
+
+Parts must share codec, size and codec set-up (``extradata``): two files from ``VideoWriter`` with
+the same size and settings always do. Anything else is refused with :class:`IncompatibleParts`, so a
+caller can fall back to decoding and encoding.
+
+Pure Python: must not import Qt, torch, ``app`` or ``models``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from core.media.errors import WriteFailed
+from core.media.writer import AudioTrack, temp_path_for
+
+__all__ = ["IncompatibleParts", "concat_videos"]
+
+
+class IncompatibleParts(ValueError):
+    """The parts cannot be joined by copying packets (different codec, size or codec set-up)."""
+
+
+def _signature(stream: Any) -> tuple[Any, ...]:
+    context = stream.codec_context
+    return (context.name, context.width, context.height, context.pix_fmt, bytes(context.extradata or b""))
+
+
+def concat_videos(
+    parts: Sequence[str | os.PathLike[str]],
+    path: str | os.PathLike[str],
+    *,
+    audio: np.ndarray | None = None,
+    audio_rate: int | None = None,
+    audio_bitrate: int = 192_000,
+) -> Path:
+    """Write ``parts`` (MP4 files with one video stream each) one after another into ``path``.
+
+    The video packets are copied; each part starts where the previous one ended. With ``audio``
+    (float samples ``[n]`` or ``[n, channels]`` in [-1, 1]) an AAC track is added. The file appears
+    atomically; on any failure nothing is left behind.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        ValueError: no parts, or audio without ``audio_rate``.
+        IncompatibleParts: the parts differ in codec, size or codec set-up (nothing is written).
+        WriteFailed: a part cannot be read, or the destination cannot be written.
+    """
+    sources = [Path(part) for part in parts]
+    target = Path(path)
+    if not sources:
+        raise ValueError("concat_videos needs at least one part")
+    if audio is not None and not audio_rate:
+        raise ValueError("audio_rate is required when audio is given")
+    temp = temp_path_for(target)
+    try:
+        if len(sources) == 1 and audio is None:
+            shutil.copyfile(sources[0], temp)  # the part already is the file
+        else:
+            _remux(sources, temp, audio, audio_rate, audio_bitrate)
+        os.replace(temp, target)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        if isinstance(exc, OSError | av.FFmpegError):
+            raise WriteFailed(target, f"could not join the parts ({exc})") from exc
+        raise
+    return target
+
+
+def _open(source: Path) -> Any:
+    try:
+        container = av.open(str(source))
+    except (OSError, av.FFmpegError) as exc:
+        raise WriteFailed(source, f"cannot read part ({exc})") from exc
+    if not container.streams.video:
+        container.close()
+        raise IncompatibleParts(f"{source.name} has no video stream")
+    return container
+
+
+def _remux(
+    sources: list[Path], temp: Path, audio: np.ndarray | None, audio_rate: int | None, audio_bitrate: int
+) -> None:
+    inputs = [_open(source) for source in sources]
+    try:
+        first = inputs[0].streams.video[0]
+        signature = _signature(first)
+        for source, container in zip(sources[1:], inputs[1:], strict=True):
+            if _signature(container.streams.video[0]) != signature:
+                raise IncompatibleParts(f"{source.name} was encoded differently from {sources[0].name}")
+        with av.open(str(temp), mode="w", format="mp4", options={"movflags": "+faststart"}) as output:
+            video = output.add_stream_from_template(first)
+            track = AudioTrack(output, audio_rate, 1 if np.ndim(audio) == 1 else int(np.shape(audio)[1]),
+                               audio_bitrate) if audio is not None and audio_rate else None
+            offset = 0  # in the parts' time base (MP4 parts from one writer share it)
+            for container in inputs:
+                stream = container.streams.video[0]
+                if stream.time_base != first.time_base:
+                    raise IncompatibleParts("the parts use different time bases")
+                end = offset
+                for packet in container.demux(stream):
+                    if packet.size == 0 or packet.pts is None or packet.dts is None:
+                        continue  # the demuxer's flush packet
+                    packet.pts += offset
+                    packet.dts += offset
+                    end = max(end, packet.pts + (packet.duration or 0))
+                    packet.stream = video
+                    output.mux(packet)
+                offset = end
+            if track is not None:
+                track.write(audio)
+                track.close()
+    finally:
+        for container in inputs:
+            container.close()
