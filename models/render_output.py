@@ -5,6 +5,8 @@ and then hands the same frames to its output. Encoding them again for the output
 encoding work of a render; :class:`PieceOutput` instead copies the pieces' H.264 packets into the
 output (``core.media.concat``) and adds the audio track. Frames that are not a checkpointed piece
 (a render without a work folder) are encoded once, into a part of its own with the same settings.
+An audio track known up front (the avatar's speech) is encoded on a background thread while the
+frames are generated (:meth:`PieceOutput.start_audio`), so the join at the end only copies packets.
 
 Memory stays flat in the output length: no frames are kept, only file names.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -24,7 +27,7 @@ import numpy as np
 from core.media.concat import IncompatibleParts, concat_videos
 from core.media.decode import VideoReader
 from core.media.errors import WriteFailed
-from core.media.writer import VideoWriter, temp_path_for
+from core.media.writer import VideoWriter, temp_path_for, write_aac
 
 if TYPE_CHECKING:
     from models.pipeline_base import PieceStore
@@ -58,6 +61,10 @@ class PieceOutput:
         self._own: list[Path] = []  # parts this object encoded (removed when done)
         self._writer: VideoWriter | None = None
         self._done = False
+        self._audio: tuple[np.ndarray, int] | None = None
+        self._audio_file: Path | None = None
+        self._audio_thread: threading.Thread | None = None
+        self._audio_failed = False
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -83,8 +90,28 @@ class PieceOutput:
                 self._writer.write_frame(frame)
         self.frames += len(frames)
 
+    def start_audio(self, samples: np.ndarray, rate: int) -> None:
+        """Give the output this audio track (float ``[n]`` or ``[n, channels]`` in [-1, 1]) and start
+        encoding it to AAC now, on a background thread; :meth:`close` waits for it and copies it in."""
+        if self._audio is not None:
+            raise ValueError("the output already has an audio track")
+        self._audio = (samples, rate)
+        self._audio_file = temp_path_for(self.path.with_suffix(".m4a"))
+        self._own.append(self._audio_file)
+        target = self._audio_file
+
+        def encode() -> None:
+            try:
+                write_aac(target, samples, rate)
+            except Exception:  # close() encodes the samples itself instead
+                self._audio_failed = True
+
+        self._audio_thread = threading.Thread(target=encode, name="audio-encoder", daemon=True)
+        self._audio_thread.start()
+
     def close(self, audio: np.ndarray | None = None, audio_rate: int | None = None) -> Path:
-        """Write the output (with ``audio`` as an AAC track, if given) and clean up.
+        """Write the output (with ``audio`` as an AAC track, if given, or the track given to
+        :meth:`start_audio`) and clean up.
 
         Raises:
             WriteFailed: no frames were written, or the file could not be written (nothing is left).
@@ -95,13 +122,19 @@ class PieceOutput:
             self._finish_own_part()
             if not self._parts:
                 raise WriteFailed(self.path, "no video frames were written")
+            track: np.ndarray | Path | None = audio
+            if audio is None and self._audio is not None:
+                self._join_audio()
+                audio, audio_rate = self._audio
+                track = audio if self._audio_failed else self._audio_file
             try:
-                concat_videos(self._parts, self.path, audio=audio, audio_rate=audio_rate)
+                concat_videos(self._parts, self.path, audio=track, audio_rate=audio_rate)
             except IncompatibleParts:
                 # Pieces left by an older version with other encoder settings: decode and encode.
                 self._encode_again(audio, audio_rate)
         finally:
             self._done = True
+            self._join_audio()
             self._remove_own()
         return self.path
 
@@ -111,6 +144,7 @@ class PieceOutput:
             self._writer.abort()
             self._writer = None
         self._done = True
+        self._join_audio()
         self._remove_own()
 
     def __enter__(self) -> PieceOutput:
@@ -125,6 +159,11 @@ class PieceOutput:
             self.abort()
 
     # -- internals --------------------------------------------------------------------------
+
+    def _join_audio(self) -> None:
+        if self._audio_thread is not None:
+            self._audio_thread.join()
+            self._audio_thread = None
 
     def _finish_own_part(self) -> None:
         if self._writer is not None:

@@ -44,15 +44,16 @@ def concat_videos(
     parts: Sequence[str | os.PathLike[str]],
     path: str | os.PathLike[str],
     *,
-    audio: np.ndarray | None = None,
+    audio: np.ndarray | str | os.PathLike[str] | None = None,
     audio_rate: int | None = None,
     audio_bitrate: int = 192_000,
 ) -> Path:
     """Write ``parts`` (MP4 files with one video stream each) one after another into ``path``.
 
-    The video packets are copied; each part starts where the previous one ended. With ``audio``
-    (float samples ``[n]`` or ``[n, channels]`` in [-1, 1]) an AAC track is added. The file appears
-    atomically; on any failure nothing is left behind.
+    The video packets are copied; each part starts where the previous one ended. ``audio`` adds a
+    track: float samples ``[n]`` or ``[n, channels]`` in [-1, 1] are encoded to AAC (``audio_rate``
+    required), a file (such as one from :func:`core.media.writer.write_aac`) has the packets of its
+    first audio stream copied. The file appears atomically; on any failure nothing is left behind.
 
     Returns:
         The destination path.
@@ -66,8 +67,8 @@ def concat_videos(
     target = Path(path)
     if not sources:
         raise ValueError("concat_videos needs at least one part")
-    if audio is not None and not audio_rate:
-        raise ValueError("audio_rate is required when audio is given")
+    if isinstance(audio, np.ndarray) and not audio_rate:
+        raise ValueError("audio_rate is required when audio samples are given")
     temp = temp_path_for(target)
     try:
         if len(sources) == 1 and audio is None:
@@ -96,10 +97,13 @@ def _open(source: Path) -> Any:
 
 
 def _remux(
-    sources: list[Path], temp: Path, audio: np.ndarray | None, audio_rate: int | None, audio_bitrate: int
+    sources: list[Path], temp: Path, audio: Any, audio_rate: int | None, audio_bitrate: int
 ) -> None:
     inputs = [_open(source) for source in sources]
+    audio_input: Any = None
     try:
+        if audio is not None and not isinstance(audio, np.ndarray):
+            audio_input = _open_audio(Path(audio))
         first = inputs[0].streams.video[0]
         signature = _signature(first)
         for source, container in zip(sources[1:], inputs[1:], strict=True):
@@ -107,8 +111,13 @@ def _remux(
                 raise IncompatibleParts(f"{source.name} was encoded differently from {sources[0].name}")
         with av.open(str(temp), mode="w", format="mp4", options={"movflags": "+faststart"}) as output:
             video = output.add_stream_from_template(first)
-            track = AudioTrack(output, audio_rate, 1 if np.ndim(audio) == 1 else int(np.shape(audio)[1]),
-                               audio_bitrate) if audio is not None and audio_rate else None
+            track = None
+            copied_audio = None
+            if audio_input is not None:
+                copied_audio = output.add_stream_from_template(audio_input.streams.audio[0])
+            elif audio is not None and audio_rate:
+                channels = 1 if np.ndim(audio) == 1 else int(np.shape(audio)[1])
+                track = AudioTrack(output, audio_rate, channels, audio_bitrate)
             offset = 0  # in the parts' time base (MP4 parts from one writer share it)
             for container in inputs:
                 stream = container.streams.video[0]
@@ -127,6 +136,25 @@ def _remux(
             if track is not None:
                 track.write(audio)
                 track.close()
+            if copied_audio is not None:
+                for packet in audio_input.demux(audio_input.streams.audio[0]):
+                    if packet.size == 0 or packet.dts is None:
+                        continue
+                    packet.stream = copied_audio
+                    output.mux(packet)
     finally:
         for container in inputs:
             container.close()
+        if audio_input is not None:
+            audio_input.close()
+
+
+def _open_audio(source: Path) -> Any:
+    try:
+        container = av.open(str(source))
+    except (OSError, av.FFmpegError) as exc:
+        raise WriteFailed(source, f"cannot read the audio ({exc})") from exc
+    if not container.streams.audio:
+        container.close()
+        raise WriteFailed(source, "the file has no audio stream")
+    return container

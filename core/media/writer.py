@@ -37,6 +37,7 @@ __all__ = [
     "VideoWriter",
     "as_fraction",
     "temp_path_for",
+    "write_aac",
     "write_video",
     "write_wav",
 ]
@@ -428,6 +429,37 @@ def write_video(
         if audio is not None:
             writer.write_audio(audio)
     return writer.path
+
+
+def write_aac(
+    path: str | os.PathLike[str], samples: np.ndarray, rate: int, *, bitrate: int = 192_000
+) -> Path:
+    """Write float samples ``[n]`` or ``[n, channels]`` (1 or 2 channels, in [-1, 1]) as AAC in an
+    MP4 audio file (.m4a), atomically. :func:`core.media.concat.concat_videos` copies such a track
+    into a video without encoding it again.
+
+    Raises:
+        ValueError: bad shape or rate.
+        WriteFailed: the file could not be written (nothing is left behind).
+    """
+    target = Path(path)
+    if rate <= 0:
+        raise ValueError(f"sample rate must be positive, got {rate}")
+    channels = 1 if np.ndim(samples) == 1 else int(np.shape(samples)[1])
+    temp = temp_path_for(target)
+    try:
+        with av.open(str(temp), mode="w", format="mp4") as container:
+            track = AudioTrack(container, rate, channels, bitrate)
+            track.write(samples)
+            track.close()
+        os.replace(temp, target)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        if isinstance(exc, OSError | av.FFmpegError):
+            raise WriteFailed(target, f"could not write the audio ({exc})") from exc
+        raise
+    return target
 
 
 def write_wav(path: str | os.PathLike[str], samples: np.ndarray, rate: int) -> Path:

@@ -64,26 +64,44 @@ def lab_to_rgb(image: torch.Tensor) -> torch.Tensor:
     return rgb.clamp(0.0, 1.0)
 
 
+class ColourMatcher:
+    """Gives frames the Lab statistics of one reference image; the reference's statistics are computed
+    once (a window is matched decode group by decode group against the same portrait).
+
+    Args:
+        reference: [1, 3, 1, H, W] in [-1, 1].
+        strength: 1 = fully corrected (official), 0 = unchanged.
+    """
+
+    def __init__(self, reference: torch.Tensor, strength: float = 1.0) -> None:
+        self.strength = strength
+        ref = ((reference + 1.0) * 0.5).float()[:, :, 0]
+        ref_lab = rgb_to_lab(ref).reshape(ref.shape[0], ref.shape[1], -1)
+        self._ref_std, self._ref_mean = torch.std_mean(ref_lab, dim=-1, keepdim=True, unbiased=False)
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        """[1, 3, T, H, W] in [-1, 1] -> the same, matched, in the input dtype."""
+        if self.strength == 0.0:
+            return frames
+        strength = self.strength
+        b, c, t, h, w = frames.shape
+        source = ((frames + 1.0) * 0.5).float().permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+        source_lab = rgb_to_lab(source).reshape(b * t, c, -1)
+        source_std, source_mean = torch.std_mean(source_lab, dim=-1, keepdim=True, unbiased=False)
+        source_std = source_std.clamp_min(1e-6)
+        ref_std = self._ref_std.repeat_interleave(t, dim=0)
+        ref_mean = self._ref_mean.repeat_interleave(t, dim=0)
+        corrected = (source_lab - source_mean) * (ref_std / source_std) + ref_mean
+        corrected_rgb = lab_to_rgb(corrected.reshape(b * t, c, h, w))
+        blended = corrected_rgb if strength == 1.0 else (1.0 - strength) * source + strength * corrected_rgb
+        blended = blended.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)
+        return (blended * 2.0 - 1.0).to(frames.dtype)
+
+
 def match_colors(frames: torch.Tensor, reference: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
     """Give each frame of ``frames`` [1, 3, T, H, W] the Lab statistics of ``reference`` [1, 3, 1, H, W]
     (both in [-1, 1]); returns [-1, 1] frames in the input dtype."""
-    if strength == 0.0:
-        return frames
-    b, c, t, h, w = frames.shape
-    source = ((frames + 1.0) * 0.5).float().permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-    ref = ((reference + 1.0) * 0.5).float()[:, :, 0]
-    source_lab = rgb_to_lab(source).reshape(b * t, c, -1)
-    ref_lab = rgb_to_lab(ref).reshape(ref.shape[0], c, -1)
-    source_std, source_mean = torch.std_mean(source_lab, dim=-1, keepdim=True, unbiased=False)
-    ref_std, ref_mean = torch.std_mean(ref_lab, dim=-1, keepdim=True, unbiased=False)
-    source_std = source_std.clamp_min(1e-6)
-    ref_std = ref_std.repeat_interleave(t, dim=0)
-    ref_mean = ref_mean.repeat_interleave(t, dim=0)
-    corrected = (source_lab - source_mean) * (ref_std / source_std) + ref_mean
-    corrected_rgb = lab_to_rgb(corrected.reshape(b * t, c, h, w))
-    blended = (1.0 - strength) * source + strength * corrected_rgb
-    blended = blended.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)
-    return (blended * 2.0 - 1.0).to(frames.dtype)
+    return ColourMatcher(reference, strength)(frames)
 
 
 def to_uint8(frames: torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,7 @@ from models.avatar import audio as avatar_audio
 from models.avatar.clip import CHECKPOINT_NAME as CLIP_FILE
 from models.avatar.clip import ClipConfig, ClipImageEncoder, load_clip_vision
 from models.avatar.clip import config_from_state_dict as clip_config_from_state_dict
-from models.avatar.color import match_colors, to_uint8
+from models.avatar.color import ColourMatcher, to_uint8
 from models.avatar.schedule import (
     DEFAULT_SHIFT,
     DEFAULT_STEPS,
@@ -681,13 +681,13 @@ class TalkingAvatarPipeline:
         tail: list[torch.Tensor] = []
         picked: dict[int, torch.Tensor] = {}
         produced = 0
-        reference = reference.to(vae.device)
+        match = ColourMatcher(reference.to(vae.device))
         for group in vae.iter_decode(latent):
             ctx.check_cancel()
             group = group[:, :, : max(0, keep - produced)]
             if group.shape[2] == 0:
                 break
-            matched = match_colors(group, reference)  # on the device; statistics are per frame
+            matched = match(group)  # on the device; statistics are per frame
             for index in pick:
                 if produced <= index < produced + matched.shape[2]:
                     picked[index] = matched[:, :, index - produced].cpu()
@@ -879,7 +879,7 @@ def render_to_file(
     """Generate the frames and write them as an H.264 MP4 at 25 fps with the loudness-normalised audio
     (AAC, 16 kHz mono: the official output muxes that copy, not the user's file). The windows' checkpoint
     MP4s are joined by copying their packets (:class:`models.render_output.PieceOutput`), so no frame is
-    encoded twice. The file appears atomically when complete; a failed or cancelled render leaves none.
+    encoded twice; the audio is encoded on a background thread while the frames render. The file appears atomically when complete; a failed or cancelled render leaves none.
 
     Raises:
         RequestInvalid, RenderCancelled: as :meth:`TalkingAvatarPipeline.generate`.
@@ -889,8 +889,9 @@ def render_to_file(
     inputs = inputs or validate_request(request)
     ctx = ctx or RunContext()
     with PieceOutput(output_path, FPS, ctx.pieces) as output:
+        output.start_audio(inputs.speech, avatar_audio.SAMPLE_RATE)  # encoded while the frames render
         result = pipeline.generate(request, ctx, inputs=inputs, on_frames=output.write)
-        path = output.close(audio=inputs.speech, audio_rate=avatar_audio.SAMPLE_RATE)
+        path = output.close()
     return RenderResult(
         output_path=str(path),
         num_frames=result.num_frames,
