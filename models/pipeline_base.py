@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -120,7 +121,16 @@ class PieceStore:
     def _path(self, index: int, suffix: str) -> Path:
         return self.folder / f"piece_{index:04d}{suffix}"
 
-    def save(self, index: int, frames: np.ndarray, state: dict[str, torch.Tensor] | None = None) -> Path:
+    def save(
+        self,
+        index: int,
+        frames: np.ndarray,
+        state: dict[str, torch.Tensor] | None = None,
+        *,
+        encoder: PlayableEncoder | None = None,
+    ) -> Path:
+        """Checkpoint a piece. ``encoder`` (from :meth:`start_playable`, fed with exactly ``frames``)
+        has been encoding the playable MP4 while the frames were decoded; it is finished here."""
         from safetensors.torch import save_file
 
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -129,7 +139,7 @@ class PieceStore:
             tmp_state = self._path(index, ".state.tmp")
             save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp_state))
             os.replace(tmp_state, self._path(index, ".state.safetensors"))
-        playable = self._write_playable(index, frames)
+        playable = encoder.close() if encoder is not None else self._write_playable(index, frames)
         tmp = self._path(index, ".tmp.npy")
         with open(tmp, "wb") as handle:
             np.save(handle, frames)
@@ -139,6 +149,15 @@ class PieceStore:
         os.replace(tmp, self._path(index, ".npy"))
         self._remember(index, frames)
         return playable or self._path(index, ".npy")
+
+    def start_playable(self, index: int) -> PlayableEncoder | None:
+        """A background encoder for piece ``index``'s playable MP4 (None without the media writer)."""
+        try:
+            import core.media.writer  # noqa: F401
+        except ImportError:
+            return None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return PlayableEncoder(self._path(index, ".mp4"), self.fps)
 
     def _write_playable(self, index: int, frames: np.ndarray) -> Path | None:
         try:
@@ -188,6 +207,137 @@ class PieceStore:
             self.folder.rmdir()
 
 
+_END = object()
+
+
+class PlayableEncoder:
+    """Encodes one piece's MP4 on a background thread from frame groups handed in as they are decoded,
+    so the encoding (which releases the GIL) overlaps the decoding of the next group.
+
+    ``put`` never blocks; :meth:`close` waits for the file and re-raises an encoder error; :meth:`abort`
+    stops and removes the partial file. The frames handed in must not be modified afterwards.
+    """
+
+    def __init__(self, path: Path, fps: int) -> None:
+        self.path = path
+        self.fps = fps
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._aborted = False
+        self._thread = threading.Thread(target=self._run, name=f"encode-{path.stem}", daemon=True)
+        self._thread.start()
+
+    def put(self, frames: np.ndarray) -> None:
+        if len(frames):
+            self._queue.put(frames)
+
+    def close(self) -> Path:
+        self._queue.put(_END)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.path
+
+    def abort(self) -> None:
+        self._aborted = True
+        self._queue.put(_END)
+        self._thread.join()
+
+    def _run(self) -> None:
+        from core.media.writer import VideoWriter
+
+        writer: VideoWriter | None = None
+        try:
+            while True:
+                frames = self._queue.get()
+                if frames is _END or self._aborted:
+                    break
+                if writer is None:
+                    # One encoder thread: this runs beside the render, which has the cores.
+                    writer = VideoWriter(self.path, self.fps, frames.shape[2], frames.shape[1], threads=1)
+                for frame in frames:
+                    writer.write_frame(frame)
+            if writer is not None:
+                if self._aborted:
+                    writer.abort()
+                else:
+                    writer.close()
+            elif not self._aborted:
+                raise ValueError("a piece needs at least one frame")
+        except BaseException as error:  # handed to close()
+            self._error = error
+            if writer is not None:
+                writer.abort()
+
+
+class PieceSink:
+    """Frames of one piece as they are decoded (``RunContext.begin_piece``).
+
+    Drops the first ``skip`` frames it is given and keeps at most ``limit``; the frames kept are
+    handed to the background MP4 encoder at once. :meth:`finish` checkpoints them and announces the
+    piece. Use as a context manager: leaving with an exception (cancel) stops the encoder and writes
+    nothing.
+    """
+
+    def __init__(self, ctx: RunContext, piece: int, total: int, skip: int = 0, limit: int | None = None) -> None:
+        self._ctx = ctx
+        self.piece = piece
+        self.total = total
+        self._skip = skip
+        self._room = limit
+        self._frames: list[np.ndarray] = []
+        self._encoder = ctx.pieces.start_playable(piece) if ctx.pieces is not None else None
+        self._open = True
+
+    def add(self, frames: np.ndarray | torch.Tensor) -> None:
+        """Append uint8 frames ``[n, H, W, 3]``."""
+        if isinstance(frames, torch.Tensor):
+            frames = frames.detach().cpu().numpy()
+        if self._skip:
+            dropped = min(self._skip, len(frames))
+            frames, self._skip = frames[dropped:], self._skip - dropped
+        if self._room is not None:
+            frames, self._room = frames[: self._room], max(0, self._room - len(frames))
+        if not len(frames):
+            return
+        frames = np.ascontiguousarray(frames, dtype=np.uint8)
+        if self._frames and frames.shape[1:] != self._frames[0].shape[1:]:
+            raise ValueError(f"piece {self.piece}: frames {frames.shape[1:]} differ from {self._frames[0].shape[1:]}")
+        self._frames.append(frames)
+        if self._encoder is not None:
+            self._encoder.put(frames)
+
+    @property
+    def frame_count(self) -> int:
+        return sum(len(frames) for frames in self._frames)
+
+    def finish(self, state: dict[str, torch.Tensor] | None = None) -> np.ndarray:
+        """Checkpoint the piece (exact frames, ``state``, the playable MP4), announce it, return its frames."""
+        self._open = False
+        frames = np.concatenate(self._frames, axis=0) if len(self._frames) != 1 else self._frames[0]
+        self._frames = []
+        store = self._ctx.pieces
+        path = store.save(self.piece, frames, state, encoder=self._encoder) if store is not None else Path("")
+        self._encoder = None
+        self._ctx.emit(
+            PieceFinished(piece=self.piece, total_pieces=self.total, path=str(path), num_frames=len(frames))
+        )
+        return frames
+
+    def abort(self) -> None:
+        self._open = False
+        if self._encoder is not None:
+            self._encoder.abort()
+            self._encoder = None
+
+    def __enter__(self) -> PieceSink:
+        return self
+
+    def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
+        if self._open or kind is not None:
+            self.abort()
+
+
 class RunContext:
     """What a running pipeline uses to talk to the outside: events, cancel, and finished pieces.
 
@@ -234,6 +384,11 @@ class RunContext:
             rgb = latent_preview_rgb(x0)
             self.emit(Preview(piece=piece, step=step, width=rgb.shape[1], height=rgb.shape[0], rgb=rgb.tobytes()))
         self.check_cancel()
+
+    def begin_piece(self, piece: int, total_pieces: int, *, skip: int = 0, limit: int | None = None) -> PieceSink:
+        """A sink for piece ``piece``'s frames as they are decoded: its playable MP4 is encoded while
+        the rest decodes. ``skip`` drops that many leading frames, ``limit`` caps the count."""
+        return PieceSink(self, piece, total_pieces, skip, limit)
 
     def piece_finished(
         self,

@@ -32,6 +32,7 @@ Imports torch, transformers, PIL, numpy and ``core`` types; never PySide6 or ``a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -61,7 +62,13 @@ from models.avatar.transformer import AvatarTransformer, AvatarTransformerConfig
 from models.avatar.wav2vec2 import FOLDER as WAV2VEC2_DIR
 from models.avatar.wav2vec2 import audio_embedding, load_wav2vec2
 from models.buckets import closest_key
-from models.pipeline_base import NoiseSource, NullPlacement, RunContext, install_block_cancel_checks
+from models.pipeline_base import (
+    NoiseSource,
+    NullPlacement,
+    PieceSink,
+    RunContext,
+    install_block_cancel_checks,
+)
 
 FPS = 25
 WINDOW = 81  # frames per pass (21 latent frames)
@@ -670,12 +677,14 @@ class TalkingAvatarPipeline:
         ctx: RunContext,
         trace_means: list[torch.Tensor] | None,
         pick: Sequence[int] = (),
+        sink: PieceSink | None = None,
     ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor | None]:
         """Streaming decode of the first ``keep`` frames, colour-matched to ``reference``.
 
-        Returns uint8 frames [keep, H, W, 3], the matched float frames of the last ``MOTION_FRAMES``
-        (CPU, [1, 3, 5, H, W]; they condition the next window) and the matched float frames at the
-        indices ``pick`` ([1, 3, len(pick), H, W], or None)."""
+        Returns uint8 frames [keep, H, W, 3] (none when a ``sink`` takes each group as it is decoded),
+        the matched float frames of the last ``MOTION_FRAMES`` (CPU, [1, 3, 5, H, W]; they condition
+        the next window) and the matched float frames at the indices ``pick`` ([1, 3, len(pick), H, W],
+        or None)."""
         vae = self.components.vae
         frames: list[np.ndarray] = []
         tail: list[torch.Tensor] = []
@@ -694,11 +703,15 @@ class TalkingAvatarPipeline:
             produced += group.shape[2]
             if trace_means is not None:
                 trace_means.append(((matched.double() + 1) * 127.5).mean(dim=(3, 4))[0].T.cpu())
-            frames.append(to_uint8(matched)[0].permute(1, 2, 3, 0).cpu().numpy())
+            pixels = to_uint8(matched)[0].permute(1, 2, 3, 0).cpu().numpy()
+            if sink is not None:
+                sink.add(pixels)
+            else:
+                frames.append(pixels)
             tail = [*tail, matched.cpu()][-MOTION_FRAMES:]
         last = torch.cat(tail, dim=2)[:, :, -MOTION_FRAMES:]
         chosen = torch.stack([picked[i] for i in pick], dim=2) if pick else None
-        return np.concatenate(frames, axis=0), last, chosen
+        return (np.concatenate(frames, axis=0) if frames else np.zeros((0, 0, 0, 3), np.uint8)), last, chosen
 
     # -- whole job ------------------------------------------------------------------------------
 
@@ -788,14 +801,18 @@ class TalkingAvatarPipeline:
                 latent = self._sample(spec, passes, features, null, noise, request, ctx, trace)
                 ctx.check_cancel()
                 means: list[torch.Tensor] | None = [] if trace is not None else None
-                frames, _, keyframes = self._decode(latent, portrait, WINDOW, ctx, means, plan.keyframes)
-                if trace is not None and means is not None:
-                    trace["pass0.colour_matched_mean_rgb"] = torch.cat(means)
-                if plan.single_pass:
-                    frames = frames[: plan.real_frames]
-                    ctx.piece_finished(0, 1, frames)
-                    emit(frames)
-                    return self._result(request, plan, size, inputs, passes, trace)
+                # A single pass is the whole video: stream it into its piece (MP4 encoded meanwhile).
+                with (
+                    ctx.begin_piece(0, 1, limit=plan.real_frames)
+                    if plan.single_pass
+                    else contextlib.nullcontext(None)
+                ) as piece_sink:
+                    _, _, keyframes = self._decode(latent, portrait, WINDOW, ctx, means, plan.keyframes, piece_sink)
+                    if trace is not None and means is not None:
+                        trace["pass0.colour_matched_mean_rgb"] = torch.cat(means)
+                    if piece_sink is not None:
+                        emit(piece_sink.finish())
+                        return self._result(request, plan, size, inputs, passes, trace)
             else:
                 noise.draw(latent_shape)  # the preview's noise
             assert keyframes is not None
@@ -825,15 +842,18 @@ class TalkingAvatarPipeline:
                 ctx.check_cancel()
                 means = [] if trace is not None else None
                 keep = WINDOW if last else WINDOW - DROP_FRAMES
-                frames, tail, _ = self._decode(latent, portrait, keep, ctx, means)
-                if trace is not None and means is not None:
-                    trace[f"pass{window + 1}.colour_matched_mean_rgb"] = torch.cat(means)
-                out = frames if first else frames[MOTION_FRAMES:]
-                out = out[: max(0, plan.real_frames - emitted)]
-                piece_state = {"motion_frames": tail.contiguous()}
-                if first:
-                    piece_state["keyframes"] = keyframes.contiguous()
-                ctx.piece_finished(window + 1, passes, out, piece_state)
+                # The window's new frames (not the motion frames it repeats, nothing past the audio)
+                # stream into its piece, whose MP4 is encoded while the rest decodes.
+                with ctx.begin_piece(
+                    window + 1, passes, skip=0 if first else MOTION_FRAMES, limit=max(0, plan.real_frames - emitted)
+                ) as piece_sink:
+                    _, tail, _ = self._decode(latent, portrait, keep, ctx, means, sink=piece_sink)
+                    if trace is not None and means is not None:
+                        trace[f"pass{window + 1}.colour_matched_mean_rgb"] = torch.cat(means)
+                    piece_state = {"motion_frames": tail.contiguous()}
+                    if first:
+                        piece_state["keyframes"] = keyframes.contiguous()
+                    out = piece_sink.finish(piece_state)
                 emit(out)
                 cond = tail
         return self._result(request, plan, size, inputs, passes, trace)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -351,6 +351,10 @@ class VideoCodec(Protocol):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """``[1, 16, T, h, w]`` -> ``[1, 3, 4T-3, 8h, 8w]`` clamped to [-1, 1]."""
+        ...
+
+    def iter_decode(self, latents: torch.Tensor) -> Iterator[torch.Tensor]:
+        """:meth:`decode` as a stream of pixel groups ``[1, 3, n, 8h, 8w]`` in order."""
         ...
 
 
@@ -716,17 +720,20 @@ class ExtensionPipeline:
             if piece.index == total - 1 and not self._decode_last:
                 break
             ctx.status(f"piece {piece.index + 1}/{total}: decoding")
-            decoded = model_to_pixels(
-                self.components.vae.decode(torch.cat([prefix_latents, final.unsqueeze(0)], dim=2))
-            )
-            new_frames = decoded[SINGLE_SHOT_CONDITION_FRAMES:]
-            condition = decoded[-SINGLE_SHOT_CONDITION_FRAMES:]
-            ctx.piece_finished(
-                piece.index,
-                total,
-                new_frames,
-                {"prefix_frames": torch.from_numpy(np.ascontiguousarray(condition))},
-            )
+            # Decoded group by group; the piece (all but the re-decoded prefix) is encoded to its MP4
+            # on a background thread meanwhile. The last frames condition the next piece.
+            tail: list[np.ndarray] = []  # the newest groups, at least the condition frames' worth
+            with ctx.begin_piece(piece.index, total, skip=SINGLE_SHOT_CONDITION_FRAMES) as sink:
+                latents_all = torch.cat([prefix_latents, final.unsqueeze(0)], dim=2)
+                for group in self.components.vae.iter_decode(latents_all):
+                    ctx.check_cancel()
+                    pixels = model_to_pixels(group)
+                    sink.add(pixels)
+                    tail.append(pixels)
+                    while sum(len(g) for g in tail[1:]) >= SINGLE_SHOT_CONDITION_FRAMES:
+                        tail.pop(0)
+                condition = np.ascontiguousarray(np.concatenate(tail)[-SINGLE_SHOT_CONDITION_FRAMES:])
+                new_frames = sink.finish({"prefix_frames": torch.from_numpy(condition)})
             self._deliver(outputs, new_frames)
         frames = (
             np.concatenate(outputs, axis=0)
@@ -772,8 +779,11 @@ class ExtensionPipeline:
                 np.zeros((0, prepared.height, prepared.width, 3), np.uint8), FPS, prepared.plan
             )
         ctx.status("decoding")
-        frames = model_to_pixels(self.components.vae.decode(final.unsqueeze(0)))
-        ctx.piece_finished(0, 1, frames)
+        with ctx.begin_piece(0, 1) as sink:
+            for group in self.components.vae.iter_decode(final.unsqueeze(0)):
+                ctx.check_cancel()
+                sink.add(model_to_pixels(group))
+            frames = sink.finish()
         return ExtensionResult(frames, FPS, prepared.plan)
 
 

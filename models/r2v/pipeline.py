@@ -404,8 +404,14 @@ class ReferenceToVideoPipeline:
         return latents.float()
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, ctx: RunContext) -> np.ndarray:
-        """Streaming decode: uint8 frames ``[F, H, W, 3]``, one latent frame of VAE work at a time."""
+    def decode(
+        self,
+        latents: torch.Tensor,
+        ctx: RunContext,
+        on_frames: Callable[[np.ndarray], None] | None = None,
+    ) -> np.ndarray:
+        """Streaming decode: uint8 frames ``[F, H, W, 3]``, one latent frame of VAE work at a time.
+        With ``on_frames`` each group goes there as soon as it is decoded (and none are returned)."""
         vae = self.components.vae
         vae_device = next(vae.parameters()).device
         z_dim = vae.config.z_dim
@@ -415,8 +421,11 @@ class ReferenceToVideoPipeline:
         z = (latents.float().cpu() / inv_std + mean).to(vae_device, vae.dtype)
         chunks: list[np.ndarray] = []
         for video in stream_decode(vae, z, check_cancel=ctx.check_cancel):
-            chunks.append(to_uint8_frames(video))
-        return np.concatenate(chunks, axis=0)
+            if on_frames is not None:
+                on_frames(to_uint8_frames(video))
+            else:
+                chunks.append(to_uint8_frames(video))
+        return np.concatenate(chunks, axis=0) if chunks else np.zeros((0, 0, 0, 3), np.uint8)
 
     # -- whole job ------------------------------------------------------------------------------
 
@@ -486,12 +495,13 @@ class ReferenceToVideoPipeline:
         ctx.check_cancel()
 
         ctx.status("decoding")
-        with torch.no_grad():
-            frames = self.decode(latents, ctx)
+        # The piece's MP4 is encoded on a background thread while the later frames decode.
+        with ctx.begin_piece(0, 1) as piece, torch.no_grad():
+            self.decode(latents, ctx, on_frames=piece.add)
+            frames = piece.finish()
         if trace is not None:
             for index, draw in enumerate(noise.drawn):
                 trace[f"noise.{index}"] = draw.clone()
-        ctx.piece_finished(0, 1, frames)
         return R2VResult(
             frames=frames,
             fps=FPS,

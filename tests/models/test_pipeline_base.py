@@ -73,3 +73,55 @@ def test_damaged_piece_is_rendered_again(tmp_path):
     store.folder.mkdir(parents=True)
     (store.folder / "piece_0000.npy").write_bytes(b"not a numpy file")
     assert store.load(0) is None
+
+
+def _numbered(first, count):
+    from core.media.patterns import numbered_frame
+
+    return np.stack([numbered_frame(first + i, 64, 48) for i in range(count)])
+
+
+def test_piece_sink_streams_groups_skips_and_limits(tmp_path):
+    from core.media.decode import VideoReader
+    from core.media.patterns import read_frame_number
+
+    store = PieceStore(tmp_path, "abc", fps=24)
+    events = []
+    ctx = RunContext(events.append, pieces=store)
+    with ctx.begin_piece(3, 5, skip=6, limit=20) as sink:
+        for first in range(0, 40, 4):  # groups of four, as the VAE decodes them
+            sink.add(_numbered(first, 4))
+        frames = sink.finish({"tail": torch.ones(2)})
+    assert [read_frame_number(f) for f in frames] == list(range(6, 26))
+    assert isinstance(events[-1], PieceFinished) and events[-1].num_frames == 20
+    assert events[-1].path == str(store.playable(3))
+    with VideoReader(store.playable(3)) as reader:
+        assert [read_frame_number(f) for f in reader.iter_frames()] == list(range(6, 26))
+    piece = store.load(3)
+    assert np.array_equal(piece.frames, frames) and torch.equal(piece.state["tail"], torch.ones(2))
+
+
+def test_cancel_while_a_piece_decodes_leaves_no_piece_and_no_partial_file(tmp_path):
+    store = PieceStore(tmp_path, "abc", fps=24)
+    ctx = RunContext(pieces=store)
+    with pytest.raises(RenderCancelled), ctx.begin_piece(0, 1) as sink:
+        sink.add(_numbered(0, 8))
+        raise RenderCancelled("render cancelled")
+    assert store.finished_indices() == [] and store.playable(0) is None
+    assert sorted(p.name for p in store.folder.iterdir()) == []
+
+
+def test_encoder_failure_fails_the_piece_instead_of_checkpointing_it(tmp_path):
+    store = PieceStore(tmp_path, "abc", fps=24)
+    ctx = RunContext(pieces=store)
+    with pytest.raises(ValueError, match="differ"), ctx.begin_piece(0, 1) as sink:
+        sink.add(_numbered(0, 4))
+        sink.add(np.zeros((2, 30, 30, 3), np.uint8))  # a programming error: another size
+    # The encoder itself failing (here: the piece folder vanishes under it) fails the piece too.
+    with ctx.begin_piece(1, 2) as sink:
+        sink._encoder.path = tmp_path / "gone" / "piece.mp4"  # before the first frame opens the file
+        sink.add(_numbered(0, 4))
+        with pytest.raises(Exception, match="does not exist"):
+            sink.finish()
+    assert store.finished_indices() == []
+    assert not [p for p in store.folder.iterdir() if p.suffix == ".mp4"]
