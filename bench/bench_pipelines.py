@@ -112,11 +112,54 @@ def bench_overhead(repeats: int = 7) -> None:
                 insides.append(inside[0])
                 for handle in handles:
                     handle.remove()
+            extra = _request(task, folder, files, seed=99)
+            parts = _overhead_parts(lambda request=extra: backend.render(request, lambda e: None, threading.Event()))
             shares = sorted((w - i) / w for w, i in zip(walls, insides, strict=True))
             median = len(shares) // 2
             print(f"{task:24s} warm render median {np.median(walls):5.2f} s, inside model forwards "
                   f"{np.median(insides):5.2f} s, overhead median {shares[median]:5.1%} "
                   f"(min {shares[0]:5.1%}, max {shares[-1]:5.1%}; {repeats} renders; target <= 5 %)")
+            print("    where the time outside the models goes (one more render): " +
+                  ", ".join(f"{label} {seconds * 1000:.1f} ms" for label, seconds in parts.items()))
+
+
+def _overhead_parts(render) -> dict[str, float]:
+    """Time spent in the known non-model parts of one render (wrapped with timers)."""
+    import diffusers
+
+    import models.pipeline_base as base
+    from models.backend import LocalBackend
+    from models.render_output import PieceOutput
+    from models.wan.scheduler import FlowUniPCMultistepScheduler
+
+    targets = {
+        "scheduler steps": [(diffusers.UniPCMultistepScheduler, "step"), (FlowUniPCMultistepScheduler, "step")],
+        "latent previews": [(base, "latent_preview_rgb")],
+        "request checks + reading the inputs": [(LocalBackend, "_prepare")],
+        "piece checkpoints (npy, state, MP4 finish)": [(base.PieceStore, "save")],
+        "joining the output": [(PieceOutput, "close")],
+    }
+    spent = dict.fromkeys(targets, 0.0)
+    originals = []
+    for label, places in targets.items():
+        for owner, name in places:
+            original = getattr(owner, name)
+            originals.append((owner, name, original))
+
+            def timed(*args, _original=original, _label=label, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return _original(*args, **kwargs)
+                finally:
+                    spent[_label] += time.perf_counter() - start
+
+            setattr(owner, name, timed)
+    try:
+        render()
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+    return spent
 
 
 def _rss_child(task: str, length: str) -> None:

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from core.media.errors import CorruptMedia, EmptyMedia, NoVideoStream
 from core.media.probe import open_container, video_stream
@@ -167,6 +168,7 @@ class VideoReader:
         self._live_pts: int | None = None
         self._target: int | None = None
         self._closed = False
+        self._reformatter = VideoReformatter()
         self._container: Any = open_container(self.path)
         try:
             if video_stream(self._container) is None:
@@ -278,11 +280,12 @@ class VideoReader:
             container.seek(self._key_pts_before(int(self._pts[start])), stream=stream, backward=True)
             expected = start
             previous: np.ndarray | None = None
+            reformatter = VideoReformatter()
             for frame in self._decode(container, stream):
                 index = self._pts_to_index.get(self._frame_pts(frame))
                 if index is None or index < expected:
                     continue
-                rgb = self._to_rgb(frame, out_size)
+                rgb = self._to_rgb(frame, out_size, reformatter)
                 if index > expected and previous is None:
                     raise CorruptMedia(self.path, f"frame {expected} cannot be decoded")
                 while expected < min(index, end):
@@ -503,13 +506,17 @@ class VideoReader:
             raise ValueError(f"output size must be positive, got {width}x{height}")
         return width, height
 
-    def _to_rgb(self, frame: Any, out_size: tuple[int, int] | None) -> np.ndarray:
+    def _to_rgb(self, frame: Any, out_size: tuple[int, int] | None, reformatter: Any = None) -> np.ndarray:
+        # A reformatter kept across frames keeps its swscale context: several times cheaper per
+        # frame than ``frame.to_ndarray(format=...)``, which builds a new one for every frame.
+        # One per thread of decoding (random access holds the lock; each iter_frames has its own).
+        reformatter = reformatter or self._reformatter
         rotation = self.rotation
         if out_size is None:
-            rgb = frame.to_ndarray(format="rgb24")
+            rgb = reformatter.reformat(frame, format="rgb24").to_ndarray()
         else:
             w, h = out_size if rotation not in (90, 270) else (out_size[1], out_size[0])
-            rgb = frame.to_ndarray(format="rgb24", width=w, height=h)
+            rgb = reformatter.reformat(frame, format="rgb24", width=w, height=h).to_ndarray()
         if rotation:
             rgb = np.rot90(rgb, k=-(rotation // 90))
         return np.ascontiguousarray(rgb)
