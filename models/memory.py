@@ -455,21 +455,29 @@ class Placement:
     def __init__(self, device: torch.device | str, park_idle: bool) -> None:
         self.device = torch.device(device)
         self.park_idle = park_idle
-        self.moves: list[tuple[str, str]] = []  # (module class, device) for logs and tests
+        self.moves: list[tuple[str, str]] = []  # the latest (module class, device) moves, for logs and tests
+        self._resident: set[int] = set()  # modules moved once and never parked (no park_idle)
 
     def activate(self, module: nn.Module) -> None:
-        if _pinned_in_place(module):
+        if _pinned_in_place(module) or id(module) in self._resident:
             return
-        module.to(self.device)
-        self.moves.append((type(module).__name__, str(self.device)))
+        module.to(self.device)  # walks every parameter: done once for resident modules
+        if not self.park_idle:
+            self._resident.add(id(module))
+        self._record(type(module).__name__, str(self.device))
 
     def park(self, module: nn.Module) -> None:
         if not self.park_idle or _pinned_in_place(module):
             return
         module.to("cpu")
-        self.moves.append((type(module).__name__, "cpu"))
+        self._record(type(module).__name__, "cpu")
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+    def _record(self, name: str, device: str) -> None:
+        self.moves.append((name, device))
+        del self.moves[:-256]  # a long-lived pipeline keeps only the latest moves
 
 
 def placement_for(plan: MemoryPlan) -> Placement:
