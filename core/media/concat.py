@@ -15,7 +15,6 @@ Pure Python: must not import Qt, torch, ``app`` or ``models``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ import av
 import numpy as np
 
 from core.media.errors import WriteFailed
-from core.media.writer import AudioTrack, temp_path_for
+from core.media.writer import AudioTrack, atomic_file
 
 __all__ = ["IncompatibleParts", "concat_videos"]
 
@@ -69,30 +68,25 @@ def concat_videos(
         raise ValueError("concat_videos needs at least one part")
     if isinstance(audio, np.ndarray) and not audio_rate:
         raise ValueError("audio_rate is required when audio samples are given")
-    temp = temp_path_for(target)
-    try:
+    with atomic_file(target, "join the parts") as temp:
         if len(sources) == 1 and audio is None:
             shutil.copyfile(sources[0], temp)  # the part already is the file
         else:
             _remux(sources, temp, audio, audio_rate, audio_bitrate)
-        os.replace(temp, target)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-        if isinstance(exc, OSError | av.FFmpegError):
-            raise WriteFailed(target, f"could not join the parts ({exc})") from exc
-        raise
     return target
 
 
-def _open(source: Path) -> Any:
+def _open(source: Path, kind: str = "video") -> Any:
+    """Open a part (``kind`` "video") or an audio track file (``kind`` "audio")."""
     try:
         container = av.open(str(source))
     except (OSError, av.FFmpegError) as exc:
-        raise WriteFailed(source, f"cannot read part ({exc})") from exc
-    if not container.streams.video:
+        raise WriteFailed(source, f"cannot read the {kind} ({exc})") from exc
+    if not (container.streams.video if kind == "video" else container.streams.audio):
         container.close()
-        raise IncompatibleParts(f"{source.name} has no video stream")
+        if kind == "video":
+            raise IncompatibleParts(f"{source.name} has no video stream")
+        raise WriteFailed(source, "the file has no audio stream")
     return container
 
 
@@ -103,7 +97,7 @@ def _remux(
     audio_input: Any = None
     try:
         if audio is not None and not isinstance(audio, np.ndarray):
-            audio_input = _open_audio(Path(audio))
+            audio_input = _open(Path(audio), "audio")
         first = inputs[0].streams.video[0]
         signature = _signature(first)
         for source, container in zip(sources[1:], inputs[1:], strict=True):
@@ -148,13 +142,3 @@ def _remux(
         if audio_input is not None:
             audio_input.close()
 
-
-def _open_audio(source: Path) -> Any:
-    try:
-        container = av.open(str(source))
-    except (OSError, av.FFmpegError) as exc:
-        raise WriteFailed(source, f"cannot read the audio ({exc})") from exc
-    if not container.streams.audio:
-        container.close()
-        raise WriteFailed(source, "the file has no audio stream")
-    return container

@@ -19,7 +19,7 @@ import contextlib
 import os
 import uuid
 import wave
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +36,7 @@ __all__ = [
     "AudioTrack",
     "VideoWriter",
     "as_fraction",
+    "atomic_file",
     "temp_path_for",
     "write_aac",
     "write_video",
@@ -451,20 +452,28 @@ def write_aac(
     if rate <= 0:
         raise ValueError(f"sample rate must be positive, got {rate}")
     channels = 1 if np.ndim(samples) == 1 else int(np.shape(samples)[1])
+    with atomic_file(target, "write the audio") as temp, av.open(str(temp), mode="w", format="mp4") as container:
+        track = AudioTrack(container, rate, channels, bitrate)
+        track.write(samples)
+        track.close()
+    return target
+
+
+@contextlib.contextmanager
+def atomic_file(target: Path, doing: str) -> Iterator[Path]:
+    """Yield a hidden temporary path beside ``target``; when the block succeeds it is renamed over
+    ``target``, otherwise removed. OS and FFmpeg errors become :class:`WriteFailed` ("could not
+    <doing> (...)"); anything else (cancel, bad arguments) passes through unchanged."""
     temp = temp_path_for(target)
     try:
-        with av.open(str(temp), mode="w", format="mp4") as container:
-            track = AudioTrack(container, rate, channels, bitrate)
-            track.write(samples)
-            track.close()
+        yield temp
         os.replace(temp, target)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
         if isinstance(exc, OSError | av.FFmpegError):
-            raise WriteFailed(target, f"could not write the audio ({exc})") from exc
+            raise WriteFailed(target, f"could not {doing} ({exc})") from exc
         raise
-    return target
 
 
 def write_wav(path: str | os.PathLike[str], samples: np.ndarray, rate: int) -> Path:

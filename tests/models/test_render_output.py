@@ -106,3 +106,31 @@ def test_an_error_leaves_no_output_and_no_parts(tmp_path):
     with pytest.raises(WriteFailed):
         PieceOutput(out, 24, None).close()
     assert not out.exists()
+
+
+def test_audio_encoded_in_the_background_is_copied_in(tmp_path):
+    from core.media.audio import load_audio
+
+    store = PieceStore(tmp_path / "work", "abc", fps=25)
+    tone = (0.4 * np.sin(np.arange(16000 * 3) / 16000 * 2 * np.pi * 220)).astype(np.float32)
+    with PieceOutput(tmp_path / "out.mp4", 25, store) as output:
+        output.start_audio(tone, 16000)
+        for index in range(3):
+            frames = _frames(25 * index, 25)
+            store.save(index, frames)
+            output.write(frames)
+    assert output.copied_parts == 3
+    info = probe(tmp_path / "out.mp4")
+    assert info.frame_count == 75 and info.has_audio and info.sample_rate == 16000 and info.channels == 1
+    assert info.duration == pytest.approx(3.0, abs=0.07)
+    samples = load_audio(tmp_path / "out.mp4", rate=16000, channels=1).samples[:, 0]
+    assert np.sqrt(np.mean(samples[8000:40000] ** 2)) == pytest.approx(0.4 / np.sqrt(2), rel=0.05)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "work"]
+
+
+def test_a_cancelled_render_leaves_no_audio_file_behind(tmp_path):
+    tone = np.zeros(16000 * 20, np.float32)
+    with pytest.raises(RuntimeError), PieceOutput(tmp_path / "out.mp4", 25, None) as output:
+        output.start_audio(tone, 16000)
+        raise RuntimeError("cancelled")
+    assert list(tmp_path.iterdir()) == []
