@@ -7,8 +7,10 @@ steps, :func:`atomic_write_text`, :class:`LoadedProject` and the :class:`Project
 The file: UTF-8 JSON with an integer ``"schema_version"`` (:data:`CURRENT_VERSION`), validated against
 ``resources/schema/project.schema.json`` after migration. Older files are migrated in memory by small
 pure functions applied in sequence (the file on disk is left as it is until the user saves). Media
-paths (asset paths and the paths inside queued render requests) are stored relative to the project
-file's folder with ``/`` separators, and are absolute in memory; a path on another drive stays absolute.
+paths (asset paths and the paths inside queued render requests, including the source of a trimmed
+clip's excerpt in ``extra["studio"]["excerpt"]``) are stored relative to the project file's folder with
+``/`` separators, and are absolute in memory; a path on another drive stays absolute. An absolute path
+in a file (older files stored excerpt sources that way) is read as it is.
 
 Versions:
 
@@ -46,6 +48,9 @@ AUTOSAVE_SUFFIX = ".autosave.json"
 APP_NAME = "SkyReels Studio"
 
 _REQUEST_PATH_FIELDS = ("output_path", "work_dir", "input_video", "input_image", "input_audio")
+_EXTRA_PATH_FIELDS = (("studio", "excerpt", "source"),)
+"""Paths inside ``RenderRequest.extra`` (keys from its root) stored like the request's own paths: the
+source video of a trimmed clip's excerpt that the editor cuts before an extension runs."""
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -296,12 +301,34 @@ def _from_file_path(path: str, base: Path) -> str:
     return os.path.normpath(os.path.join(base, native))
 
 
+def _map_extra_paths(extra: dict[str, Any], convert: Callable[[str], str]) -> dict[str, Any]:
+    """A copy of ``extra`` with the paths at :data:`_EXTRA_PATH_FIELDS` converted (the rest shared)."""
+    for keys in _EXTRA_PATH_FIELDS:
+        parents = [extra]
+        for key in keys[:-1]:
+            child = parents[-1].get(key)
+            if not isinstance(child, dict):
+                break
+            parents.append(child)
+        else:
+            value = parents[-1].get(keys[-1])
+            if not isinstance(value, str) or not value:
+                continue
+            node: Any = convert(value)
+            for parent, key in zip(reversed(parents), reversed(keys), strict=True):
+                node = {**parent, key: node}
+            extra = node
+    return extra
+
+
 def _map_request_paths(job: dict[str, Any], convert: Callable[[str], str]) -> dict[str, Any]:
     request = dict(job["request"])
     for key in _REQUEST_PATH_FIELDS:
         if request.get(key):
             request[key] = convert(request[key])
     request["reference_images"] = [convert(p) for p in request.get("reference_images", [])]
+    if isinstance(request.get("extra"), dict):
+        request["extra"] = _map_extra_paths(request["extra"], convert)
     out = {**job, "request": request}
     out["piece_paths"] = [convert(p) for p in job.get("piece_paths", [])]
     if job.get("result"):

@@ -121,6 +121,61 @@ def test_render_queue_persists_with_relative_paths(tmp_path: Path) -> None:
     assert restored.request == req and restored.state is JobState.PAUSED and restored.last_finished_piece == 0
 
 
+def _extend_of_excerpt(folder: Path, source: str) -> RenderRequest:
+    """An extension of a trimmed clip as the editor queues it: the excerpt's source in ``extra``."""
+    work = folder / "film.media" / "work" / "x"
+    excerpt = {"source": source, "start_frame": 10, "end_frame": 30, "fps": 24}
+    return RenderRequest(
+        Task.SINGLE_SHOT_EXTENSION,
+        "more",
+        output_path=str(folder / "film.media" / "renders" / "x.mp4"),
+        work_dir=str(work),
+        input_video=str(work / "source_excerpt.mp4"),
+        extra={"studio": {"mode": "after", "after_clip": "g", "excerpt": excerpt}},
+    )
+
+
+def test_excerpt_source_is_relative_in_the_file_and_follows_a_moved_project(tmp_path: Path) -> None:
+    project = full_project(tmp_path / "a")
+    queue = RenderQueue()
+    req = _extend_of_excerpt(tmp_path / "a", str(tmp_path / "a" / "media" / "shot.mp4"))
+    queue.submit(req, "g", job_id="x")
+    path = save_project(project, tmp_path / "a" / "film.srproj", queue)
+    raw = json.loads(path.read_text(encoding="utf-8"))["render_queue"]["jobs"][0]["request"]
+    assert raw["extra"]["studio"]["excerpt"]["source"] == "media/shot.mp4"
+    assert raw["extra"]["studio"]["mode"] == "after"  # the rest of extra is kept as it was
+    assert req.extra["studio"]["excerpt"]["source"] == str(tmp_path / "a" / "media" / "shot.mp4")  # not mutated
+    assert load_project(path).queue.job("x").request == req
+    moved = tmp_path / "elsewhere" / "projet é"
+    moved.parent.mkdir()
+    shutil.move(tmp_path / "a", moved)
+    restored = load_project(moved / "film.srproj").queue.job("x").request
+    assert restored.extra["studio"]["excerpt"] == {
+        "source": str(moved / "media" / "shot.mp4"), "start_frame": 10, "end_frame": 30, "fps": 24}
+    assert restored.input_video == str(moved / "film.media" / "work" / "x" / "source_excerpt.mp4")
+    assert Path(restored.extra["studio"]["excerpt"]["source"]).is_file()
+
+
+def test_an_absolute_excerpt_source_in_an_older_file_still_loads(tmp_path: Path) -> None:
+    project = full_project(tmp_path)
+    outside = tmp_path / "outside" / "shot.mp4"
+    queue = RenderQueue()
+    queue.submit(_extend_of_excerpt(tmp_path, str(tmp_path / "media" / "shot.mp4")), "g", job_id="x")
+    path = save_project(project, tmp_path / "film.srproj", queue)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["render_queue"]["jobs"][0]["request"]["extra"]["studio"]["excerpt"]["source"] = str(outside)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    restored = load_project(path).queue.job("x").request
+    assert restored.extra["studio"]["excerpt"]["source"] == str(outside)
+    # Requests without the editor's landing information (or with other extras) are left alone.
+    queue = RenderQueue()
+    plain = RenderRequest(Task.REFERENCE_TO_VIDEO, "p", str(tmp_path / "o.mp4"), str(tmp_path / "w"),
+                          extra={"studio": {"excerpt": None}, "other": {"source": "/x"}})
+    queue.submit(plain, "g", job_id="p")
+    save_project(project, path, queue)
+    assert load_project(path).queue.job("p").request == plain
+
+
 def test_autosave_is_offered_when_newer_and_removed_by_save(tmp_path: Path) -> None:
     project = full_project(tmp_path)
     path = save_project(project, tmp_path / "film.srproj")
