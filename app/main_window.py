@@ -393,7 +393,11 @@ class MainWindow(QMainWindow):
 
     def is_modified(self) -> bool:
         doc = self.doc
-        return bool(doc and (not doc.stack.isClean() or doc.recovered))
+        if doc is None:
+            return False
+        # An untitled project's render queue is unsaved work too (it lives only in the untitled autosave).
+        unsaved_queue = doc.path is None and doc.queue is not None and len(doc.queue) > 0
+        return bool(not doc.stack.isClean() or doc.recovered or unsaved_queue)
 
     def _on_stack_clean_changed(self, clean: bool) -> None:
         self._update_title()

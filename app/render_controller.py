@@ -16,7 +16,14 @@ saved with the queue), so a job resumed after a restart still lands in the right
 - ``avatar``: a new video clip over the audio region, linked with the audio clip.
 
 Files: outputs under ``<project>.media/renders/``, checkpoints of finished pieces under
-``<project>.media/work/<job id>/`` (an untitled project uses the app's data folder).
+``<project>.media/work/<job id>/``. An untitled project uses ``untitled.media`` in the app's data folder
+(:meth:`RenderController.media_root`) and keeps its queue in the untitled autosave, so a crash before
+the first save loses neither. When it is first saved ("Save As"), the queue goes into the new file and
+the jobs submitted before keep their files in ``untitled.media``, where they are: nothing is moved or
+rewritten. That loses nothing: a job running meanwhile keeps writing where it started and lands from
+there, finished renders already on the timeline keep the asset paths they have, and paused jobs resume
+from checkpoints that never moved. The saved file refers to those files like to any media outside the
+project folder (see :mod:`core.persistence`); jobs submitted after the save use ``<project>.media``.
 
 Extension and cut-to continue the *clip*, not the file under it: an untrimmed clip sends its asset's file
 as ``input_video``; a trimmed one sends ``<work dir>/source_excerpt.mp4``, the frames it shows (see
@@ -734,15 +741,21 @@ class RenderController(QObject):
 
     def _persist(self) -> None:
         """Keep the queue on disk with the project: in the file when it is saved and unchanged, else in
-        the autosave (so a crash leaves the unfinished jobs to resume)."""
+        the autosave (so a crash leaves the unfinished jobs to resume). An untitled project has no file:
+        its queue goes into the untitled autosave, which start-up recovery offers after a crash (see
+        :func:`app.document.orphaned_untitled_autosaves`); its unfinished jobs then come back paused and
+        are offered for resume like those of a saved project."""
         doc = self.doc
-        if doc is None or getattr(doc, "path", None) is None or self._closed:
-            return
+        if doc is None or doc is not self._doc or self._closed:
+            return  # (not ours: the window swapped documents and sync_document has not run yet)
         from app import document
 
+        path = getattr(doc, "path", None)
         try:
-            modified = bool(self.window.is_modified())
-            if modified:
+            if path is None:
+                if len(self.queue) or self.window.is_modified():
+                    document.write_autosave(doc.project, None, self.queue)
+            elif self.window.is_modified():
                 document.write_autosave(doc.project, doc.path, self.queue)
             else:
                 document.save(doc.project, doc.path, self.queue)

@@ -408,3 +408,148 @@ def test_generate_menu_and_show_queue(window, qtbot, studio):
     studio.ui.dock.hide()
     studio.ui.actions["queue"].trigger()
     assert studio.ui.dock.isVisible()
+
+
+# -- untitled projects and moved projects -----------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    """The id of a process that has ended (as a crashed app's would be)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    return int(done.stdout)
+
+
+@pytest.fixture
+def untitled(window, qtbot, media_dir, fake):
+    """An untitled (never saved) project with an image in the bin and nothing left to save on its stack."""
+    from app.render_ui import attach_render_ui
+
+    assert window.doc.path is None
+    controller = attach_render_ui(window, lambda: fake)
+    controller.ask_resume = lambda jobs: True
+    window.doc.editing.import_files([str(media_dir / "still.png")])
+    wait_idle(qtbot, window)
+    window.doc.stack.setClean()
+    controller.image = window.doc.project.assets[0].asset_id  # type: ignore[attr-defined]
+    assert not window.is_modified()
+    return controller
+
+
+def test_an_untitled_projects_queue_comes_back_with_crash_recovery_paused(window, qtbot, untitled, fake):
+    from app import document
+    from core.persistence import AUTOSAVE_SUFFIX
+
+    fake.pause_at = (0, 0)
+    job = untitled.shot_from_references([untitled.image], "before the first save", duration_s=1)
+    qtbot.waitUntil(fake.paused.is_set, timeout=10000)
+    assert Path(job.request.work_dir).is_relative_to(untitled.media_root())
+    assert window.is_modified()  # its queue is unsaved work: closing or a new project asks first
+    autosave = document.autosave_path(None)
+    [saved] = json.loads(autosave.read_text())["render_queue"]["jobs"]
+    assert saved["job_id"] == job.job_id and saved["state"] == "paused"  # as a restart finds it
+    # A crash leaves that autosave behind, under the id of a process that is gone.
+    crashed = autosave.with_name(f"untitled-{_dead_pid()}{AUTOSAVE_SUFFIX}")
+    shutil.copy(autosave, crashed)
+    untitled.pause(job.job_id)
+    _wait_state(qtbot, job, JobState.PAUSED)
+    window.new_project()  # the test answers Discard: this run's own backup goes
+    qtbot.waitUntil(lambda: untitled.queue is window.doc.queue)
+    assert not autosave.exists() and not window.is_modified()
+    # The next start offers the untitled project back, its unfinished render paused and offered for resume.
+    fake.pause_at = None
+    offered = []
+    untitled.ask_resume = lambda jobs: offered.append([(j.job_id, j.state) for j in jobs]) or False
+    window.ask_recover_untitled = lambda path: path == crashed
+    assert window.check_untitled_recovery()
+    qtbot.waitUntil(lambda: untitled.queue is window.doc.queue)
+    assert window.doc.path is None
+    qtbot.waitUntil(lambda: offered == [[(job.job_id, JobState.PAUSED)]])
+    [again] = untitled.queue.jobs
+    assert again.request == job.request and again.state is JobState.PAUSED and untitled.idle
+    untitled.resume(again.job_id)
+    _, clip_id = _land(qtbot, untitled)
+    assert window.doc.project.clip(clip_id).recipe.prompt == "before the first save"
+
+
+def test_save_as_of_an_untitled_project_keeps_its_queue_and_the_running_render(window, qtbot, untitled, fake,
+                                                                               tmp_path):
+    from app import document
+
+    fake.pause_at = (0, 1)
+    running = untitled.shot_from_references([untitled.image], "running during save as", duration_s=1)
+    qtbot.waitUntil(fake.paused.is_set, timeout=10000)
+    waiting = untitled.shot_from_references([untitled.image], "waiting", duration_s=1)
+    untitled.pause(waiting.job_id)
+    untitled_media = untitled.media_root()
+    assert Path(running.request.output_path).is_relative_to(untitled_media)
+    assert window.is_modified()  # the queue is what there is to save
+    path = tmp_path / "saved" / "film.srproj"
+    path.parent.mkdir()
+    assert window.save_to(path)
+    assert not window.is_modified()
+    assert not document.autosave_path(None).exists()
+    saved = json.loads(path.read_text())["render_queue"]["jobs"]
+    assert [j["job_id"] for j in saved] == [running.job_id, waiting.job_id]
+    # The running render goes on where it started and lands from there.
+    fake.pause_at = None
+    fake.release()
+    _, clip_id = _land(qtbot, untitled)
+    project = window.doc.project
+    assert project.asset(project.clip(clip_id).asset_id).path == running.request.output_path
+    assert Path(running.request.output_path).is_file()
+    # Jobs submitted after the save use the project's media folder.
+    later = untitled.shot_from_references([untitled.image], "after the save", duration_s=1)
+    untitled.pause(later.job_id)
+    assert Path(later.request.work_dir).is_relative_to(path.with_name("film.media"))
+    assert window.save()
+    untitled.ask_resume = lambda jobs: False
+    assert window.open_project(path)
+    qtbot.waitUntil(lambda: untitled.queue is window.doc.queue)
+    jobs = {j.job_id: j for j in untitled.queue.jobs}
+    done = jobs[running.job_id]
+    assert done.state is JobState.FINISHED and done.result.output_path == running.request.output_path
+    assert Path(done.result.output_path).is_file()
+    assert jobs[waiting.job_id].request == waiting.request and jobs[waiting.job_id].state is JobState.PAUSED
+    assert jobs[later.job_id].request == later.request
+    assert not window.doc.project.missing_assets()
+
+
+def test_a_queued_extend_of_a_trimmed_clip_follows_the_project_to_another_folder(window, qtbot, fake, media_dir,
+                                                                                 tmp_path):
+    from app.render_controller import EXCERPT_NAME, STUDIO_KEY
+    from app.render_ui import attach_render_ui
+
+    first = tmp_path / "first"
+    (first / "media").mkdir(parents=True)
+    shutil.copy(media_dir / "clip.mp4", first / "media" / "clip.mp4")
+    window.save_to(first / "film.srproj")
+    controller = attach_render_ui(window, lambda: fake)
+    doc = window.doc
+    doc.editing.import_files([str(first / "media" / "clip.mp4")])
+    wait_idle(qtbot, window)
+    v1 = next(t for t in doc.project.tracks if t.name == "V1")
+    doc.editing.add_clip(doc.project.assets[0].asset_id, v1.track_id, 0)
+    clip_id = next(iter(v1.clips)).clip_id
+    doc.editing.trim_clip(clip_id, "head", 10)
+    doc.editing.trim_clip(clip_id, "tail", 30)
+    job = controller.extend(clip_id, "from the trimmed clip", duration_s=1)
+    controller.pause(job.job_id)  # still waiting: its excerpt is not cut yet
+    assert job.state is JobState.PAUSED and not Path(job.request.input_video).exists()
+    assert window.save()
+    # The project folder moves (project file and media together); the old one is gone.
+    moved = tmp_path / "moved é"
+    shutil.copytree(first, moved)
+    shutil.rmtree(first)
+    controller.ask_resume = lambda jobs: True
+    assert window.open_project(moved / "film.srproj")
+    qtbot.waitUntil(lambda: controller.queue is window.doc.queue)
+    [again] = controller.queue.jobs
+    assert again.request.extra[STUDIO_KEY]["excerpt"]["source"] == str(moved / "media" / "clip.mp4")
+    assert again.request.input_video == str(moved / "film.media" / "work" / job.job_id / EXCERPT_NAME)
+    _, landed = _land(qtbot, controller)
+    assert fake.calls[-1].input_video == again.request.input_video and Path(again.request.input_video).is_file()
+    assert window.doc.project.clip(landed).start == window.doc.project.clip(clip_id).end
