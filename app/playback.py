@@ -2,17 +2,33 @@
 
 Owns :class:`PlaybackController`. While playing, the sound card pulls samples of the timeline mix
 through a callback; the number of samples it has consumed *is* the clock, and a timer on the main
-thread turns that clock into the playhead frame (so picture follows sound, never the other way). When
-there is no audio device, or PortAudio is missing, or the shuttle runs at another speed than 1x, a wall
-clock stands in and the status bar says so.
+thread turns that clock into the playhead frame (so picture follows sound, never the other way):
+``position = start + speed * (consumed / rate - latency) * fps``. When there is no audio device, or
+PortAudio is missing, a wall clock stands in and the status bar says so.
+
+Shuttle sound (J/K/L, speeds -4..4): every speed plays sound. The worker mixes the stretch of the
+timeline the shuttle will cover with :func:`mix_timeline_audio` (from a snapshot, like 1x), reverses it
+when the shuttle runs backwards, and compresses it in time by the speed with :func:`time_stretch` (a
+WSOLA overlap-add: 40 ms Hann grains, each placed where it best continues the one before, so the pitch
+stays and speech stays intelligible; the windows sum to one, so grain joins do not click). One output
+second covers ``speed`` timeline seconds, which is exactly what the clock formula above assumes, so
+picture and sound stay in sync at every speed.
+
+The sound is mixed in pieces of output time (:func:`mix_shuttle_audio`): a short first piece so that
+sound starts soon after play, a seek or a speed change (those restart the mix from the playhead; the
+gap is one short mix job), then longer pieces requested while the one playing still has
+``MIX_AHEAD_SECONDS`` left. Each piece is mixed a few milliseconds longer than it lasts and the next
+one cross-fades over that tail, so pieces join without a click. An edit while playing re-mixes from
+the playhead at the current speed.
 
 The output stream is opened lazily on the first play through an injected factory
 ``output_factory(samplerate, channels, callback) -> stream`` (``start()``, ``stop()``, ``close()``); the
 default one uses ``sounddevice``. Tests inject a stream object they drive by hand.
 
 Threading: the controller lives on the main thread; only :meth:`_audio_callback` runs on the audio
-thread, and it touches nothing but the current buffer reference and the sample counter. Timeline audio is
-mixed in a worker (:func:`mix_timeline_audio`) from a snapshot taken on the main thread.
+thread, and it touches nothing but the current ``(first sample, samples)`` reference (swapped whole by
+the main thread) and the sample counter. Mixing and stretching run in a worker from a snapshot taken on
+the main thread.
 """
 
 from __future__ import annotations
@@ -31,7 +47,11 @@ from core.project import Project
 
 SAMPLE_RATE_DEFAULT = 48000
 CHANNELS = 2
-MIX_SECONDS = 120  # how much sound is mixed ahead when play starts (re-mixed when it runs out)
+FIRST_MIX_SECONDS = 2.0  # output seconds of the first mix after play/seek/speed change (starts fast)
+MIX_SECONDS = 15.0  # output seconds of each later mix
+MIX_AHEAD_SECONDS = 6.0  # the next mix is requested when less than this is left to play
+CROSSFADE_SECONDS = 0.01  # each mix runs this much longer; the next one fades in over it
+GRAIN_SECONDS = 0.04  # time-stretch grain (a few pitch periods of a voice)
 TICK_MS = 10
 
 
@@ -54,6 +74,114 @@ def mix_timeline_audio(snapshot: Project, start_frame: int, end_frame: int) -> n
         if not renderer.has_audio(start_frame, end_frame):
             return np.zeros((0, CHANNELS), np.float32)
         return renderer.audio(start_frame, end_frame)
+
+
+def time_stretch(
+    samples: np.ndarray, out_len: int, rate: int, lead: np.ndarray | None = None, context: int = 0
+) -> np.ndarray:
+    """``samples`` (float32 ``[n, channels]``) played in ``out_len`` samples with the pitch kept (WSOLA).
+
+    Output grain ``k`` (a Hann window of ``GRAIN_SECONDS``, hop half of it) is centred on output sample
+    ``k * hop`` and is cut from the input near ``k * hop * n / out_len``: within a quarter grain of that,
+    at the offset whose waveform best matches the natural continuation of the grain before (cross
+    correlation of the mono sum, first at about 12 kHz, then refined at full rate). Overlapping halves of
+    the periodic Hann window sum to one, so the level stays and joins are smooth.
+
+    ``lead``: what was played just before and will be cross-faded with the start of the result (the tail
+    of the piece before); the first grain is then cut where it best continues that, not at random phase.
+    ``context``: ``samples`` has that many extra samples of real sound at each end, around the stretch to
+    play; grains at the edges reach into them (otherwise they read silence, and the edges fade).
+    """
+    x = np.asarray(samples, np.float32)
+    if x.ndim == 1:
+        x = x[:, None]
+    n_in, channels = x.shape
+    n_in -= 2 * context
+    if out_len <= 0:
+        return np.zeros((0, channels), np.float32)
+    if n_in == out_len:
+        return x[context : context + n_in].copy()
+    if n_in <= 0:
+        return np.zeros((out_len, channels), np.float32)
+    grain = max(64, int(rate * GRAIN_SECONDS) // 2 * 2)
+    hop = grain // 2
+    tolerance = hop // 2
+    ratio = n_in / out_len
+    step = max(1, rate // 12000)  # decimation of the coarse search
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(grain) / grain)).astype(np.float32)
+    pad_front = hop + tolerance + step
+    pad_back = grain + tolerance + 2 * step + int(np.ceil(ratio * hop)) + hop
+    padded = np.zeros((n_in + pad_front + pad_back, channels), np.float32)
+    first, stop = max(0, context - pad_front), min(len(x), context + n_in + pad_back)
+    padded[pad_front - context + first : pad_front - context + stop] = x[first:stop]
+    mono = padded.mean(axis=1)
+    coarse = mono[: len(mono) // step * step].reshape(-1, step).mean(axis=1)
+    coarse_grain = grain // step
+    coarse_span = 2 * tolerance // step
+    count = out_len // hop + 2
+    out = np.zeros(((count + 1) * hop + grain, channels), np.float32)
+    weight = np.zeros(len(out), np.float32)
+    previous = -1
+    for k in range(count):
+        nominal = pad_front + round(k * hop * ratio) - hop  # first input sample of grain k, unaligned
+        if previous < 0 and (lead is None or len(lead) == 0):
+            position = nominal
+        elif previous < 0:
+            wanted = np.asarray(lead, np.float32).reshape(len(lead), -1).mean(axis=1)[:grain]
+            low = nominal - tolerance + hop  # output 0 is the middle of grain 0
+            segment = mono[low : low + len(wanted) + 2 * tolerance]
+            position = low - hop + int(np.argmax(np.correlate(segment, wanted, "valid")))
+        else:
+            target = previous + hop  # where the grain before would have gone on
+            low = nominal - tolerance
+            template = coarse[target // step : target // step + coarse_grain]
+            first = low // step
+            segment = coarse[first : first + coarse_grain + coarse_span]
+            best = (first + int(np.argmax(np.correlate(segment, template, "valid")))) * step
+            candidates = range(max(low, best - step), min(nominal + tolerance, best + step) + 1)
+            wanted = mono[target : target + grain]
+            scores = [float(np.dot(mono[c : c + grain], wanted)) for c in candidates]
+            position = candidates[int(np.argmax(scores))]
+        start = k * hop  # output index (shifted by hop: grain k is centred on output k * hop)
+        out[start : start + grain] += padded[position : position + grain] * window[:, None]
+        weight[start : start + grain] += window
+        previous = position
+    result = out[hop : hop + out_len] / np.maximum(weight[hop : hop + out_len], 1e-3)[:, None]
+    return result.astype(np.float32)
+
+
+def mix_shuttle_audio(
+    snapshot: Project,
+    first_sample: int,
+    stop_sample: int,
+    limit_sample: int,
+    speed: int,
+    out_len: int,
+    lead: np.ndarray | None = None,
+) -> np.ndarray:
+    """Worker function: the sound the shuttle plays for timeline samples ``[first_sample, stop_sample)``
+    (negative or past ``limit_sample``: silence), reversed when ``speed < 0``, compressed in time to
+    ``out_len`` samples (``lead``: see :func:`time_stretch`). Mixed by :func:`mix_timeline_audio`; empty
+    when the stretch is silent."""
+    rate = snapshot.settings.sample_rate or SAMPLE_RATE_DEFAULT
+    fps = snapshot.settings.fps
+    context = round(rate * GRAIN_SECONDS * (2 + abs(speed)))  # real sound around the edges
+    first_sample, stop_sample = first_sample - context, stop_sample + context
+    lo, hi = max(0, first_sample), min(stop_sample, limit_sample)
+    if hi <= lo or out_len <= 0:
+        return np.zeros((0, CHANNELS), np.float32)
+    start_frame = lo * fps // rate  # sample_at(start_frame) <= lo
+    end_frame = -(-hi * fps // rate)  # sample_at(end_frame) >= hi
+    mixed = mix_timeline_audio(snapshot, start_frame, end_frame)
+    if len(mixed) == 0:
+        return np.zeros((0, CHANNELS), np.float32)
+    offset = start_frame * rate // fps
+    samples = np.zeros((stop_sample - first_sample, CHANNELS), np.float32)
+    piece = mixed[lo - offset : hi - offset]
+    samples[lo - first_sample : lo - first_sample + len(piece)] = piece
+    if speed < 0:
+        samples = samples[::-1]
+    return time_stretch(samples, out_len, rate, lead, context)
 
 
 class PlaybackController(QObject):
@@ -89,8 +217,14 @@ class PlaybackController(QObject):
         self._start_frame = 0
         self._start_time = 0.0
         self._consumed = 0  # samples handed to the device since play started (audio thread writes)
-        self._buffer: np.ndarray | None = None  # the mix from _start_frame (audio thread reads)
+        # The sound to play: (output sample of samples[0], samples); past its end is silence. Swapped
+        # whole by the main thread, read by the audio thread.
+        self._audio: tuple[int, np.ndarray] | None = None
         self._buffer_generation = 0
+        self._start_sample = 0  # the timeline sample at output sample 0
+        self._mixed_to = 0  # output samples mixed (or being mixed) so far
+        self._mix_limit = 0  # output samples until the end of the timeline (or its start, backwards)
+        self._mix_pending = False
         self._use_audio_clock = False
         self._rate = project.settings.sample_rate or SAMPLE_RATE_DEFAULT
         self._lock = threading.Lock()
@@ -110,7 +244,7 @@ class PlaybackController(QObject):
             signal.connect(slot)
 
     def _on_project_changed(self, *args: Any) -> None:
-        if self.playing and self.speed == 1:
+        if self.playing and self._use_audio_clock:
             self._remix_timer.start()
 
     def _on_remix_timer_timeout(self) -> None:
@@ -140,19 +274,24 @@ class PlaybackController(QObject):
             return False
         return True
 
+    @property
+    def _buffer(self) -> np.ndarray | None:
+        """The mixed samples held now (None until the first mix since play arrived)."""
+        audio = self._audio
+        return None if audio is None else audio[1]
+
     def _audio_callback(
         self, outdata: np.ndarray, frames: int, time_info: Any = None, status: Any = None
     ) -> None:
         """Runs on the audio thread: copy the next samples of the mix, count them (the clock)."""
-        buffer = self._buffer
+        audio = self._audio
         pos = self._consumed
-        if buffer is None or pos >= len(buffer):
-            outdata.fill(0)
-        else:
-            chunk = buffer[pos : pos + frames]
-            outdata[: len(chunk)] = chunk
-            if len(chunk) < frames:
-                outdata[len(chunk) :] = 0
+        outdata.fill(0)
+        if audio is not None:
+            base, samples = audio
+            first = max(pos, base)
+            chunk = samples[first - base : pos + frames - base]
+            outdata[first - pos : first - pos + len(chunk)] = chunk
         self._consumed = pos + frames
 
     def close(self) -> None:
@@ -233,11 +372,20 @@ class PlaybackController(QObject):
         self._start_frame = self.position
         self._start_time = time.perf_counter()
         self._consumed = 0
-        self._buffer = None
+        self._audio = None
         self._use_audio_clock = False
-        if speed == 1 and self._ensure_stream():
+        if speed != 0 and self._ensure_stream():
             self._use_audio_clock = True
-            self._request_mix(self._start_frame)
+            fps = self.project.settings.fps
+            self._start_sample = self._start_frame * self._rate // fps
+            if speed > 0:
+                span = max(0, self.end_frame() * self._rate // fps - self._start_sample)
+            else:
+                span = self._start_sample
+            self._mix_limit = -(-span // abs(speed))
+            self._mixed_to = 0
+            self._mix_pending = False
+            self._request_mix(round(FIRST_MIX_SECONDS * self._rate))
             try:
                 self._stream.start()
             except Exception as exc:
@@ -253,40 +401,106 @@ class PlaybackController(QObject):
                 self._stream.stop()
         self._use_audio_clock = False
         self._buffer_generation += 1
-        self._buffer = None
+        self._audio = None
+        self._mix_pending = False
 
-    def _request_mix(self, start_frame: int) -> None:
-        fps = self.project.settings.fps
-        end = max(start_frame, min(self.end_frame(), start_frame + MIX_SECONDS * fps))
-        if end <= start_frame:
-            self._buffer = np.zeros((0, CHANNELS), np.float32)
+    def _request_mix(self, length: int) -> None:
+        """Mix the next ``length`` output samples (from ``_mixed_to``) at the current speed, in a worker."""
+        first_out = self._mixed_to
+        stop_out = min(self._mix_limit, first_out + length)
+        if stop_out <= first_out:
+            if self._audio is None:
+                self._audio = (0, np.zeros((0, CHANNELS), np.float32))
             return
+        fade = round(CROSSFADE_SECONDS * self._rate)
+        factor = abs(self.speed)
+        if self.speed > 0:
+            first = self._start_sample + factor * first_out
+            stop = self._start_sample + factor * (stop_out + fade)
+            limit = self.end_frame() * self._rate // self.project.settings.fps
+        else:
+            first = self._start_sample - factor * (stop_out + fade)
+            stop = self._start_sample - factor * first_out
+            limit = self._start_sample
+        lead = None
+        if self._audio is not None:
+            base, held = self._audio
+            lead = held[first_out - base : first_out - base + fade].copy() if first_out >= base else None
         # A snapshot taken here: the worker never reads the project being edited.
         snapshot = Project.from_dict(self.project.to_dict())
         generation = self._buffer_generation
+        self._mixed_to = stop_out
+        self._mix_pending = True
 
         def _done(samples: np.ndarray) -> None:
             if generation == self._buffer_generation and self.playing:
-                self._buffer = samples
+                self._mix_pending = False
+                self._place_mix(first_out, samples)
+
+        def _failed(exc: BaseException) -> None:
+            if generation == self._buffer_generation:
+                self._mix_pending = False
+                self._mixed_to = self._mix_limit  # no more tries until the next play or seek
+            self.message.emit(f"Cannot play sound: {exc}")
 
         self._pool.submit(
-            mix_timeline_audio,
+            mix_shuttle_audio,
             snapshot,
-            start_frame,
-            end,
+            first,
+            stop,
+            limit,
+            self.speed,
+            stop_out - first_out + fade,
+            lead,
             on_done=_done,
-            on_error=lambda exc: self.message.emit(f"Cannot play sound: {exc}"),
+            on_error=_failed,
         )
 
+    def _place_mix(self, first_out: int, samples: np.ndarray) -> None:
+        """Put a mixed piece at output sample ``first_out``, cross-fading it over the tail of the piece
+        before (which ran ``CROSSFADE_SECONDS`` long); drop what has been played."""
+        base, held = (
+            self._audio if self._audio is not None else (first_out, np.zeros((0, CHANNELS), np.float32))
+        )
+        keep_from = max(base, min(first_out, self._consumed - self._rate // 2))
+        head = held[keep_from - base : first_out - base]
+        tail = held[first_out - base :] if first_out - base < len(held) else held[:0]
+        if len(head) < first_out - keep_from:
+            head = np.concatenate([head, np.zeros((first_out - keep_from - len(head), CHANNELS), np.float32)])
+        if len(samples) == 0 and len(tail) == 0:
+            placed = head
+        else:
+            overlap = len(tail) if len(samples) == 0 else min(len(tail), len(samples))
+            piece = (
+                np.array(samples, np.float32) if len(samples) else np.zeros((overlap, CHANNELS), np.float32)
+            )
+            if overlap:
+                fade_in = np.linspace(0.0, 1.0, overlap + 2, dtype=np.float32)[1:-1, None]
+                piece[:overlap] = piece[:overlap] * fade_in + tail[:overlap] * (1.0 - fade_in)
+            placed = np.concatenate([head, piece])
+        self._audio = (keep_from, placed)
+
+    def _feed_mix(self) -> None:
+        """Ask for the next piece of sound while the one playing still has MIX_AHEAD_SECONDS left."""
+        if (
+            self._use_audio_clock
+            and not self._mix_pending
+            and self._mixed_to < self._mix_limit
+            and self._mixed_to - self._consumed < MIX_AHEAD_SECONDS * self._rate
+        ):
+            self._request_mix(round(MIX_SECONDS * self._rate))
+
     def clock_seconds(self) -> float:
-        """Seconds played since play started (audio samples consumed, or the wall clock)."""
+        """Timeline seconds played since play started, negative backwards (audio samples consumed times
+        the speed, or the wall clock)."""
         if self._use_audio_clock:
             # What the listener hears now lags what the device took by its output latency.
             latency = float(getattr(self._stream, "latency", 0.0) or 0.0)
-            return max(0.0, self._consumed / self._rate - latency)
+            return max(0.0, self._consumed / self._rate - latency) * self.speed
         return (time.perf_counter() - self._start_time) * self.speed
 
     def _on_tick(self) -> None:
+        self._feed_mix()
         fps = self.project.settings.fps
         frame = self._start_frame + int(self.clock_seconds() * fps)
         end = self.end_frame()
