@@ -243,3 +243,17 @@ def test_an_edit_while_shuttling_remixes_the_sound(qtbot, window, tmp_path, outp
     assert playback.speed == 2
     playback.pause()
     wait_idle(qtbot, window)
+
+
+def test_shuttle_sound_stops_at_the_loop_end(qtbot, window, tmp_path, output_factory):
+    _place_audio(qtbot, window, _write(tmp_path, "a440.wav", tone(2.0, 440.0)))
+    playback = window.doc.playback
+    playback.loop_end = 24  # one second of timeline: a quarter second of sound at 4x
+    playback.play(4)
+    stream = output_factory.streams[0]
+    _wait_for_sound(qtbot, playback)
+    out = stream.pump(RATE // 2)
+    assert abs(last_sound(out) - RATE // 4) < 0.02 * RATE
+    qtbot.waitUntil(lambda: not playback.playing, timeout=3000)
+    assert playback.position == 24
+    wait_idle(qtbot, window)
