@@ -173,6 +173,13 @@ class _PictureWidget(QWidget):
         p.end()
 
 
+def shuttle_text(speed: int) -> str:
+    """What the viewer shows for a playback speed: nothing at 1x or stopped, else "2x", "◀ 1x", ..."""
+    if speed in (0, 1):
+        return ""
+    return f"{'◀ ' if speed < 0 else ''}{abs(speed)}x"
+
+
 class ViewerPanel(QWidget):
     """Program monitor: picture, transport buttons, timecode / duration."""
 
@@ -196,10 +203,15 @@ class ViewerPanel(QWidget):
         self.timecode.setObjectName("timecode")
         self.duration = QLabel("")
         self.duration.setObjectName("viewerMessage")
+        # The shuttle speed while it is not plain 1x playback (J/K/L): "2x", "4x", "◀ 1x", ...
+        self.speed = QLabel("")
+        self.speed.setObjectName("timecode")
+        self.speed.setToolTip("Shuttle speed (J / K / L)")
         self.play_button = self._button("play", "Play / pause (Space)", playback.toggle_play)
         bar = QHBoxLayout()
         bar.setContentsMargins(6, 2, 6, 4)
         bar.addWidget(self.timecode)
+        bar.addWidget(self.speed)
         bar.addStretch(1)
         bar.addWidget(self._button("goto", "Go to start (Home)", lambda: playback.seek(0)))
         bar.addWidget(self._button("step-back", "Previous frame (Left)", lambda: playback.step(-1)))
@@ -262,6 +274,7 @@ class ViewerPanel(QWidget):
 
     def _on_playback_state_changed(self, playing: bool) -> None:
         self.play_button.setIcon(theme.icon("pause" if playing else "play"))
+        self.speed.setText(shuttle_text(self.playback.speed if playing else 0))
 
     def _on_frames_frame_ready(self, frame: int, image: QImage) -> None:
         self.picture.image = image

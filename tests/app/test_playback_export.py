@@ -106,15 +106,16 @@ def test_shuttle_keys(qtbot, window, media_dir, output_factory):
     _place_clip(qtbot, window, media_dir / "clip.mp4")
     playback = window.doc.playback
     window.doc.timeline.setFocus()
+    speed = window.doc.viewer.speed  # the viewer shows the shuttle speed
     qtbot.keyClick(window.doc.timeline, Qt.Key.Key_L)
-    assert playback.playing and playback.speed == 1
+    assert playback.playing and playback.speed == 1 and speed.text() == ""
     qtbot.keyClick(window.doc.timeline, Qt.Key.Key_L)
-    assert playback.speed == 2
+    assert playback.speed == 2 and speed.text() == "2x"
     qtbot.keyClick(window.doc.timeline, Qt.Key.Key_K)
-    assert not playback.playing
+    assert not playback.playing and speed.text() == ""
     playback.seek(30)
     qtbot.keyClick(window.doc.timeline, Qt.Key.Key_J)
-    assert playback.speed == -1
+    assert playback.speed == -1 and speed.text() == "◀ 1x"
     # Backwards too, the sound card's clock moves the picture.
     output_factory.streams[0].pump(RATE // 4)
     qtbot.waitUntil(lambda: playback.position == 30 - FPS // 4, timeout=5000)
