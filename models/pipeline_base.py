@@ -408,6 +408,36 @@ class RunContext:
         return self.pieces.load(piece) if self.pieces else None
 
 
+class TextEmbeddingCache:
+    """The latest text-encoder outputs by prompt, so re-rendering a shot (another seed, the preview and
+    then the final, a retry) skips the text encoder: a UMT5-XXL pass, seconds when it runs on the CPU
+    in a low-VRAM plan, and no moving of the encoder onto the GPU.
+
+    Entries live on the CPU (a 512 x 4096 bf16 embedding is 4 MB) and come back as copies on the asked
+    device, so a caller may change what it gets. One cache per loaded pipeline: the key is the prompt
+    text(s) only, the encoder is the pipeline's.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._entries: dict[Any, torch.Tensor] = {}
+        self.hits = 0
+
+    def get(self, key: Any, device: torch.device | str) -> torch.Tensor | None:
+        value = self._entries.pop(key, None)
+        if value is None:
+            return None
+        self._entries[key] = value  # most recent last
+        self.hits += 1
+        return value.to(device, copy=True)
+
+    def put(self, key: Any, value: torch.Tensor) -> None:
+        self._entries.pop(key, None)
+        self._entries[key] = value.detach().to("cpu", copy=True)
+        while len(self._entries) > self.size:
+            self._entries.pop(next(iter(self._entries)))
+
+
 class NoiseSource:
     """A render's random draws, in the official order, from one seeded CPU generator (the official
     global-RNG stream on the CPU). Used by R2V and the avatar; the extension re-seeds per piece and

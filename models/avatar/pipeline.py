@@ -67,6 +67,7 @@ from models.pipeline_base import (
     NullPlacement,
     PieceSink,
     RunContext,
+    TextEmbeddingCache,
     install_block_cancel_checks,
 )
 
@@ -538,6 +539,7 @@ class TalkingAvatarPipeline:
         self.device = components.device
         self.placement = placement or NullPlacement()
         self.bucket_tables = {k: _as_bucket_table(v) for k, v in (bucket_tables or {}).items()}
+        self.text_cache = TextEmbeddingCache()
 
     # -- phases ---------------------------------------------------------------------------------
 
@@ -755,8 +757,12 @@ class TalkingAvatarPipeline:
 
         ctx.status("encoding the prompts")
         negative = request.negative_prompt or NEGATIVE_PROMPT
-        with torch.no_grad():
-            texts = self.encode_prompts([request.prompt, negative, request.connection_prompt])
+        prompts = (request.prompt, negative, request.connection_prompt)
+        texts = None if trace is not None else self.text_cache.get(prompts, self.components.device)
+        if texts is None:
+            with torch.no_grad():
+                texts = self.encode_prompts(list(prompts))
+            self.text_cache.put(prompts, texts)
         user_context, null_context, connection = texts[0], texts[1], texts[2]
         if trace is not None:
             trace["text.context"] = user_context.float().cpu()

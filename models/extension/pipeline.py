@@ -45,7 +45,7 @@ from core.generation import ModelsMissing, RenderRequest, RequestInvalid, Transi
 from models.buckets import ASPECT_RATIO_CONFIG, BucketTable, closest_key, round_down_16
 from models.extension.transformer import ExtensionTransformer
 from models.extension.transitions import compose_prompt
-from models.pipeline_base import RunContext
+from models.pipeline_base import RunContext, TextEmbeddingCache
 
 FPS = 24
 DEFAULT_STEPS = 8
@@ -552,6 +552,7 @@ class ExtensionPipeline:
     def __init__(self, components: ExtensionComponents) -> None:
         self.components = components
         self._decode_last = True
+        self.text_cache = TextEmbeddingCache()
 
     def __call__(
         self,
@@ -595,6 +596,10 @@ class ExtensionPipeline:
             outputs.append(frames)
 
     def _encode_text(self, prompt: str, trace: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        if trace is None:
+            cached = self.text_cache.get(prompt, self.components.device)
+            if cached is not None:
+                return cached
         encoder = self.components.text_encoder
         if self.components.offload_text_encoder and hasattr(encoder, "to"):
             encoder.to(self.components.device)
@@ -606,6 +611,7 @@ class ExtensionPipeline:
             context = encoder.encode([prompt])
         if trace is not None:
             trace["text.context"] = context.detach().float().cpu()
+        self.text_cache.put(prompt, context)
         return context.to(self.components.device)
 
     def _denoise(

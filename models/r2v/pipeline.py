@@ -44,7 +44,13 @@ from PIL import Image, ImageOps
 
 from core.generation import Quality, RenderRequest, RequestInvalid, Task
 from models.buckets import ASPECTS, RESOLUTIONS, Bucket, BucketTable, select_bucket
-from models.pipeline_base import NoiseSource, NullPlacement, RunContext, install_block_cancel_checks
+from models.pipeline_base import (
+    NoiseSource,
+    NullPlacement,
+    RunContext,
+    TextEmbeddingCache,
+    install_block_cancel_checks,
+)
 from models.r2v.transformer import REFERENCE_SLOTS
 
 if TYPE_CHECKING:
@@ -278,6 +284,7 @@ class ReferenceToVideoPipeline:
         self.device = torch.device(device)
         self.placement = placement or NullPlacement()
         self.bucket_tables = dict(bucket_tables or {})
+        self.text_cache = TextEmbeddingCache()
 
     # -- phases ---------------------------------------------------------------------------------
 
@@ -462,14 +469,21 @@ class ReferenceToVideoPipeline:
         )
 
         ctx.status("encoding the prompt")
-        text_encoder = self.components.text_encoder
-        self.placement.activate(text_encoder)
-        try:
-            with torch.no_grad():
-                prompt_embeds = self.encode_prompt([request.prompt], trace)
-                negative_embeds = self.encode_prompt([request.negative_prompt]) if guidance > 1.0 else None
-        finally:
-            self.placement.park(text_encoder)
+        prompts = (request.prompt, request.negative_prompt if guidance > 1.0 else None)
+        cached = None if trace is not None else self.text_cache.get(prompts, self.device)
+        if cached is None:
+            text_encoder = self.components.text_encoder
+            self.placement.activate(text_encoder)
+            try:
+                with torch.no_grad():
+                    prompt_embeds = self.encode_prompt([request.prompt], trace)
+                    negative_embeds = self.encode_prompt([request.negative_prompt]) if guidance > 1.0 else None
+            finally:
+                self.placement.park(text_encoder)
+            pair = prompt_embeds if negative_embeds is None else torch.cat([prompt_embeds, negative_embeds])
+            self.text_cache.put(prompts, pair)
+        else:
+            prompt_embeds, negative_embeds = cached[:1], (cached[1:] if guidance > 1.0 else None)
         ctx.check_cancel()
 
         latent_h, latent_w = bucket.height // 8, bucket.width // 8

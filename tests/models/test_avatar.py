@@ -123,7 +123,9 @@ def test_render_writes_25fps_mp4_with_audio(pipeline: TalkingAvatarPipeline, med
 
 def test_same_seed_same_frames(pipeline: TalkingAvatarPipeline, media) -> None:
     first = collect(pipeline, request(media))
-    again = collect(pipeline, request(media))
+    hits = pipeline.text_cache.hits
+    again = collect(pipeline, request(media))  # its prompt embeddings come from the cache
+    assert pipeline.text_cache.hits == hits + 1
     other = collect(pipeline, request(media, seed=8))
     assert first.shape == (25, 16, 16, 3) and first.dtype == np.uint8
     np.testing.assert_array_equal(first, again)

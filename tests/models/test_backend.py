@@ -112,8 +112,43 @@ def test_extension_streams_into_mp4(tmp_path, tiny_dir):
         work_dir=str(tmp_path / "work"), input_video=str(clip), duration_s=5, model="tiny", steps=1,
     )
     pieces = []
-    result = LocalBackend(tiny_dir=tiny_dir).render(request, pieces.append, threading.Event())
+    backend = LocalBackend(tiny_dir=tiny_dir)
+    result = backend.render(request, pieces.append, threading.Event())
     assert result.fps == 24 and result.num_frames == 132  # 5 s piece: 33 latents -> 132 new frames
     with av.open(result.output_path) as container:
         assert sum(1 for _ in container.decode(video=0)) == 132
     assert any(isinstance(e, PieceFinished) for e in pieces)
+    # A new take of the same shot reuses the prompt's embedding.
+    backend.render(RenderRequest(**{**request.__dict__, "seed": 9}), lambda e: None, threading.Event())
+    assert backend._loaded.pipeline.text_cache.hits == 1
+
+
+def test_rerendering_a_shot_reuses_the_prompt_embeddings_and_changes_nothing(tmp_path, refs, tiny_dir):
+    backend = LocalBackend(tiny_dir=tiny_dir)
+    first = backend.render(_request(tmp_path, refs, seed=5, output_path=str(tmp_path / "a.mp4")),
+                           lambda e: None, threading.Event())
+    pipeline = backend._loaded.pipeline
+    calls = []
+    hook = pipeline.components.text_encoder.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        # Another seed (a new take): the text encoder does not run again.
+        backend.render(_request(tmp_path, refs, seed=6, output_path=str(tmp_path / "b.mp4")),
+                       lambda e: None, threading.Event())
+        assert calls == [] and pipeline.text_cache.hits == 1
+        # Another prompt does run it.
+        backend.render(_request(tmp_path, refs, seed=6, prompt="a blue ball", output_path=str(tmp_path / "c.mp4")),
+                       lambda e: None, threading.Event())
+        assert calls
+    finally:
+        hook.remove()
+    # Same seed as the first render, prompt from the cache: the same frames as the cold render.
+    again = backend.render(_request(tmp_path, refs, seed=5, output_path=str(tmp_path / "d.mp4"),
+                                    work_dir=str(tmp_path / "other-work")),
+                           lambda e: None, threading.Event())
+    assert pipeline.text_cache.hits == 2
+
+    def frames(path):
+        with av.open(path) as container:
+            return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+    assert all(np.array_equal(a, b) for a, b in zip(frames(first.output_path), frames(again.output_path), strict=True))
