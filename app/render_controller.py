@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,18 +59,12 @@ from core.generation import (
     Quality,
     RenderRequest,
     RenderResult,
-    RequestInvalid,
     Task,
     Transition,
 )
 from core.project import Asset, AssetKind, Clip, Project, TrackKind, new_id
+from core.render_inputs import EXCERPT_NAME, STUDIO_KEY, SourceExcerpt, prepare_inputs
 from core.render_queue import Job, JobState, QueueError, RenderQueue
-
-STUDIO_KEY = "studio"
-"""Key of the app's landing information inside ``RenderRequest.extra`` (ignored by backends)."""
-
-EXCERPT_NAME = "source_excerpt.mp4"
-"""File name, inside the job's work dir, of the frames a trimmed source clip shows."""
 
 TASK_LABELS = {
     Task.REFERENCE_TO_VIDEO: "Shot",
@@ -79,42 +72,6 @@ TASK_LABELS = {
     Task.SHOT_SWITCHING_EXTENSION: "Cut to",
     Task.TALKING_AVATAR: "Avatar",
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class SourceExcerpt:
-    """Asset frames ``[start_frame, end_frame)`` (at the project rate ``fps``) of the video at ``source``:
-    what a trimmed clip shows. Stored as a dict in ``request.extra["studio"]["excerpt"]``."""
-
-    source: str
-    start_frame: int
-    end_frame: int
-    fps: int
-
-
-def prepare_inputs(request: RenderRequest, cancel: threading.Event) -> None:
-    """Write the input files a request names but that do not exist yet: the excerpt of a trimmed source
-    clip (into the job's work dir). Runs on the render worker's thread, before the backend.
-
-    Raises:
-        RequestInvalid: the source video cannot be read (moved, deleted, damaged) or the excerpt written.
-        core.media.errors.RenderCancelled: ``cancel`` was set meanwhile.
-    """
-    spec = request.extra.get(STUDIO_KEY, {}).get("excerpt")
-    if not spec or request.input_video is None or Path(request.input_video).is_file():
-        return
-    from core.media.errors import MediaError, RenderCancelled
-    from core.media.excerpt import write_excerpt
-
-    excerpt = SourceExcerpt(**spec)
-    target = Path(request.input_video)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_excerpt(excerpt.source, target, excerpt.start_frame, excerpt.end_frame, excerpt.fps, cancel=cancel)
-    except RenderCancelled:
-        raise
-    except (MediaError, OSError, ValueError) as exc:
-        raise RequestInvalid(f"Cannot cut the clip out of {Path(excerpt.source).name}: {exc}") from exc
 
 
 class RenderController(QObject):
