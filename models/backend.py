@@ -89,6 +89,9 @@ class LocalBackend:
         timer = _StepTimer(emit)
         ctx = RunContext(timer, cancel, PieceStore(request.work_dir, fingerprint(request), fps))
         Path(request.output_path).parent.mkdir(parents=True, exist_ok=True)
+        reused = self._reassemble(request, task_request, ctx)
+        if reused is not None:
+            return dataclasses.replace(reused, seconds=time.monotonic() - started)
         import torch
 
         try:
@@ -103,6 +106,26 @@ class LocalBackend:
             ) from error
         self._calibrate(request, timer)
         return dataclasses.replace(result, seconds=time.monotonic() - started)
+
+    def _reassemble(self, request: RenderRequest, prepared: Any, ctx: RunContext) -> RenderResult | None:
+        """The output of a render that already finished (here or on a render node), joined again from its
+        checkpointed pieces without loading any model; None when it has not finished."""
+        manifest = ctx.pieces.completed() if ctx.pieces is not None else None
+        if manifest is None:
+            return None
+        audio = None
+        if manifest.get("audio_rate"):
+            # Only the avatar has a sound track: its loudness-normalised speech, read by validation.
+            audio = getattr(prepared[1], "speech", None)
+            if audio is None:
+                return None
+        from core.media.concat import concat_videos
+
+        ctx.status("reusing the finished render")
+        concat_videos(manifest["paths"], request.output_path, audio=audio, audio_rate=manifest.get("audio_rate"))
+        frames, fps = int(manifest["frames"]), int(manifest["fps"])
+        return RenderResult(request.output_path, frames, fps, int(manifest["width"]), int(manifest["height"]),
+                            has_audio=audio is not None, seconds=frames / fps)
 
     def _calibrate(self, request: RenderRequest, timer: _StepTimer) -> None:
         """Feed the measured step time to the pre-flight estimator (per GPU model, task, resolution)."""

@@ -168,6 +168,27 @@ class PieceStore:
         write_video(str(path), frames, self.fps)
         return path
 
+    def mark_complete(self, manifest: dict[str, Any]) -> None:
+        """Record that the render finished: which piece MP4s make the output, in order, and what it is
+        (``parts``, ``frames``, ``width``, ``height``, ``fps``, ``audio_rate``). A later render of the same
+        request (same fingerprint) re-assembles the output from them without loading a model: a job
+        rendered on another machine (``main.py jobs``) lands in the editor that way."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / "complete.json.tmp"
+        tmp.write_text(json.dumps(manifest, sort_keys=True))
+        os.replace(tmp, self.folder / "complete.json")
+
+    def completed(self) -> dict[str, Any] | None:
+        """The manifest of :meth:`mark_complete` when every part it names is still there, else None."""
+        try:
+            manifest = json.loads((self.folder / "complete.json").read_text())
+            parts = [self.folder / str(name) for name in manifest["parts"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not parts or not all(part.is_file() for part in parts):
+            return None
+        return {**manifest, "paths": parts}
+
     def playable(self, index: int) -> Path | None:
         """The piece's playable MP4, when it was written (and its exact frames are checkpointed)."""
         path = self._path(index, ".mp4")

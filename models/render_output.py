@@ -132,6 +132,13 @@ class PieceOutput:
             except IncompatibleParts:
                 # Pieces left by an older version with other encoder settings: decode and encode.
                 self._encode_again(audio, audio_rate)
+            else:
+                if self._pieces is not None and not set(self._parts) & set(self._own):  # exactly the pieces
+                    self._pieces.mark_complete({
+                        "parts": [part.name for part in self._parts], "frames": self.frames,
+                        "width": self.size[0], "height": self.size[1], "fps": self.fps,
+                        "audio_rate": audio_rate if audio is not None else None,
+                    })
         finally:
             self._done = True
             self._join_audio()

@@ -152,3 +152,46 @@ def test_rerendering_a_shot_reuses_the_prompt_embeddings_and_changes_nothing(tmp
             return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
 
     assert all(np.array_equal(a, b) for a, b in zip(frames(first.output_path), frames(again.output_path), strict=True))
+
+
+def _no_models(*args, **kwargs):
+    raise AssertionError("a finished render must not load or run a model")
+
+
+def test_a_finished_render_is_reassembled_without_models(tmp_path, refs, tiny_dir, monkeypatch):
+    request = _request(tmp_path, refs, output_path=str(tmp_path / "first.mp4"))
+    first = LocalBackend(tiny_dir=tiny_dir).render(request, lambda e: None, threading.Event())
+    # Another backend (the editor, after a render node filled the work folder) and another output path.
+    monkeypatch.setattr(LocalBackend, "_run", _no_models)
+    events = []
+    again = LocalBackend(tiny_dir=tiny_dir).render(
+        RenderRequest(**{**request.__dict__, "output_path": str(tmp_path / "again.mp4")}), events.append,
+        threading.Event())
+    assert (again.num_frames, again.fps, again.width, again.height) == (
+        first.num_frames, first.fps, first.width, first.height)
+    assert any("reusing" in getattr(e, "text", "") for e in events)
+    with av.open(first.output_path) as a, av.open(again.output_path) as b:
+        assert [f.to_ndarray(format="rgb24").tobytes() for f in a.decode(video=0)] == [
+            f.to_ndarray(format="rgb24").tobytes() for f in b.decode(video=0)]
+
+
+def test_a_finished_avatar_render_is_reassembled_with_its_sound(tmp_path, tiny_dir, monkeypatch):
+    from core.media.probe import probe
+    from core.media.writer import write_wav
+
+    face = tmp_path / "face.png"
+    Image.fromarray((np.random.default_rng(1).random((80, 64, 3)) * 255).astype(np.uint8)).save(face)
+    voice = tmp_path / "voice.wav"
+    t = np.arange(16000) / 16000
+    write_wav(str(voice), (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
+    request = RenderRequest(task=Task.TALKING_AVATAR, prompt="talks", output_path=str(tmp_path / "a.mp4"),
+                            work_dir=str(tmp_path / "work"), input_image=str(face), input_audio=str(voice),
+                            seed=1, model="tiny", steps=1)
+    first = LocalBackend(tiny_dir=tiny_dir).render(request, lambda e: None, threading.Event())
+    monkeypatch.setattr(LocalBackend, "_run", _no_models)
+    again = LocalBackend(tiny_dir=tiny_dir).render(
+        RenderRequest(**{**request.__dict__, "output_path": str(tmp_path / "b.mp4")}), lambda e: None,
+        threading.Event())
+    assert again.has_audio and again.num_frames == first.num_frames == 25
+    info = probe(again.output_path)
+    assert info.has_audio and info.sample_rate == 16000 and info.frame_count == 25
