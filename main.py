@@ -6,6 +6,8 @@
 * ``models``    list / download / verify / locate model weights
 * ``doctor``    check the machine (Python, torch, CUDA, GPUs, encoders, audio, disk)
 * ``export``    render a project's timeline to MP4 without opening a window
+* ``jobs``      a project's render queue without the editor: list, export for a render farm, render one
+  job file, or run them all on several GPUs
 
 Nothing heavy is imported here: torch is only imported by the subcommands that need it, so the
 window paints quickly.
@@ -20,6 +22,7 @@ SUBCOMMANDS = {
     "models": ("core.model_store_cli", "main"),
     "doctor": ("models.doctor", "main"),
     "export": ("core.export_cli", "main"),
+    "jobs": ("models.jobs_cli", "main"),
 }
 
 
