@@ -100,8 +100,8 @@ def request_from_args(args: argparse.Namespace) -> RenderRequest:
 class ProgressBar:
     """A one-line text progress bar on stderr (no dependency)."""
 
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream = stream
+    def __init__(self, stream=None) -> None:
+        self.stream = stream if stream is not None else sys.stderr  # looked up now, not at import
         self.start = time.monotonic()
 
     def __call__(self, event: RenderEvent) -> None:
