@@ -69,6 +69,9 @@ def main() -> None:
     args = parser.parse_args()
     device = args.device
     on_cuda = device.startswith("cuda")
+    if on_cuda and not torch.cuda.is_available():
+        sys.exit("no CUDA GPU here: run it on a GPU machine, or the CPU smoke test "
+                 "(--device cpu --layers 2 --size 64x64 --frames 5 --steps 1)")
     dtype = torch.bfloat16 if on_cuda else torch.float32
     height, width = (int(v) for v in args.size.split("x")) if args.size else SIZES[args.resolution]
     latent_frames = (args.frames - 1) // 4 + 1 + REFERENCE_SLOTS
