@@ -27,7 +27,6 @@ import argparse
 import json
 import multiprocessing
 import queue
-import shlex
 import sys
 import threading
 import time
@@ -35,8 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from core.generation import ModelsMissing, OutOfMemory, RenderCancelled, RenderRequest, RequestInvalid
-
-JOB_FORMAT = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,32 +104,20 @@ def _list(project: Path) -> int:
 
 
 def _export(project: Path, out: Path, python: str, device: str) -> int:
-    jobs = _unfinished(_load_queue(project))
-    out.mkdir(parents=True, exist_ok=True)
-    main_py = Path(__file__).resolve().parents[1] / "main.py"
-    lines = []
-    for job in jobs:
-        path = out / f"{job.job_id}.json"
-        document = {"format": JOB_FORMAT, "job_id": job.job_id, "label": job.label,
-                    "project": str(project.resolve()), "request": job.request.to_json()}
-        path.write_text(json.dumps(document, indent=2))
-        command = [python, str(main_py), "jobs", "render", str(path.resolve())]
-        if device:
-            command += ["--device", device]
-        lines.append(shlex.join(command))
-    (out / "tasks.txt").write_text("".join(line + "\n" for line in lines))
-    print(f"{len(jobs)} job(s) written to {out} (one command a line in {out / 'tasks.txt'})")
+    from core.render_farm import export_jobs
+
+    written = export_jobs(_unfinished(_load_queue(project)), project, out, python=python, device=device)
+    print(f"{len(written)} job(s) written to {out} (one command a line in {out / 'tasks.txt'})")
     return 0
 
 
 def _read_job(path: Path) -> tuple[dict[str, Any], RenderRequest]:
+    from core.render_farm import JobFileError, read_job
+
     try:
-        document = json.loads(path.read_text())
-        if document.get("format", 0) > JOB_FORMAT:
-            raise _Refused(f"{path.name} was written by a newer version of SkyReels Studio")
-        return document, RenderRequest.from_json(document["request"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise _Refused(f"cannot read the job file {path}: {error}") from error
+        return read_job(path)
+    except JobFileError as error:
+        raise _Refused(str(error)) from error
 
 
 # -- rendering ----------------------------------------------------------------------------------------
