@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QMenu
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QMenu
 
 from app.render_controller import RenderController
 from app.render_panel import RenderPanel, TimelineRenderOverlay
@@ -58,6 +59,7 @@ class RenderUi:
             ("preview", "Draft &Preview of Clip", self.preview_selected),
             ("final", "&Final Render of Clip", self.final_selected),
             ("queue", "Show Render &Queue", self.show_queue),
+            ("farm", "Send Waiting Jobs to a Render &Farm…", self.export_for_farm),
         ):
             action = QAction(text, window)
             action.setObjectName(f"act_generate_{key}")
@@ -68,7 +70,7 @@ class RenderUi:
             self.actions[key] = action
         self.menu = QMenu("&Generate", window)
         self.menu.setObjectName("generateMenu")
-        for key in ("shot", "extend", "cut", "avatar", None, "rerender", "preview", "final", None, "queue"):
+        for key in ("shot", "extend", "cut", "avatar", None, "rerender", "preview", "final", None, "queue", "farm"):
             self.menu.addSeparator() if key is None else self.menu.addAction(self.actions[key])
         bar = window.menuBar()
         before = next((a for a in bar.actions() if a.text().replace("&", "") == "Help"), None)
@@ -196,6 +198,40 @@ class RenderUi:
         self.dock.show()
         self.dock.raise_()
         self.panel.view.setFocus()
+
+    def choose_farm_folder(self) -> str:
+        """Where the job files go (tests replace this)."""
+        default = str(Path(self.window.doc.path).with_suffix(".farm")) if self.window.doc.path else ""
+        return QFileDialog.getExistingDirectory(self.window, "Folder for the render farm's job files", default)
+
+    def export_for_farm(self) -> None:
+        """Write the waiting jobs as job files + ``tasks.txt`` for render nodes (``main.py jobs render``)
+        and pause them here, so they do not render twice; resuming them later lands the farm's renders
+        (re-assembled from the checkpoints the nodes wrote, without a model)."""
+        from core.render_farm import export_jobs
+        from core.render_queue import JobState
+
+        doc = self.window.doc
+        if not doc.path:
+            raise ValueError("Save the project first: render nodes read its media folder.")
+        jobs = [job for job in self.controller.queue.jobs if job.state in (JobState.QUEUED, JobState.PAUSED)]
+        if not jobs:
+            raise ValueError("No waiting jobs to send to a render farm.")
+        folder = self.choose_farm_folder()
+        if not folder:
+            return
+        try:
+            export_jobs(jobs, doc.path, folder)
+        except OSError as error:
+            raise ValueError(f"Cannot write the job files to {folder}: {error}") from error
+        for job in jobs:
+            if job.state is JobState.QUEUED:
+                self.controller.pause(job.job_id)
+        self.window.save()
+        self.controller.message.emit(
+            f"{len(jobs)} job(s) written to {folder}: run the commands in tasks.txt on the render nodes. "
+            "They are paused here; resume them when the farm is done to land the renders."
+        )
 
     def context_menu_for(self, pos: QPoint) -> QMenu:
         """The timeline's context menu at ``pos`` (the clip under the mouse becomes the selection)."""

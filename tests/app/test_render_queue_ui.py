@@ -404,10 +404,42 @@ def test_generate_menu_and_show_queue(window, qtbot, studio):
     menu = studio.ui.menu
     texts = [a.text() for a in menu.actions() if not a.isSeparator()]
     assert texts == ["&Shot from References…", "&Extend Clip…", "&Cut to…", "&Avatar from Audio Region…",
-                     "&Re-render (new seed)", "Draft &Preview of Clip", "&Final Render of Clip", "Show Render &Queue"]
+                     "&Re-render (new seed)", "Draft &Preview of Clip", "&Final Render of Clip", "Show Render &Queue",
+                     "Send Waiting Jobs to a Render &Farm…"]
     studio.ui.dock.hide()
     studio.ui.actions["queue"].trigger()
     assert studio.ui.dock.isVisible()
+
+
+def test_waiting_jobs_go_to_a_render_farm_and_are_paused_here(window, qtbot, studio, fake, tmp_path):
+    import json
+
+    from core.generation import RenderRequest
+
+    fake.pause_at = (0, 0)  # the first job holds the worker, so the later ones wait in the queue
+    running = studio.extend(studio.ids["video_clip"], "keep walking", duration_s=5)
+    qtbot.waitUntil(fake.paused.is_set, timeout=10000)
+    waiting = [studio.extend(studio.ids["video_clip"], f"take {n}", duration_s=5) for n in (1, 2)]
+    farm = tmp_path / "farm"
+    studio.ui.choose_farm_folder = lambda: str(farm)
+    studio.ui.actions["farm"].trigger()
+    # The waiting jobs are written, the running one stays here.
+    assert sorted(p.name for p in farm.iterdir()) == sorted([f"{j.job_id}.json" for j in waiting] + ["tasks.txt"])
+    assert len((farm / "tasks.txt").read_text().splitlines()) == 2
+    request = RenderRequest.from_json(json.loads((farm / f"{waiting[0].job_id}.json").read_text())["request"])
+    assert request.prompt == "take 1" and request.work_dir == waiting[0].request.work_dir
+    assert all(job.state is JobState.PAUSED for job in waiting) and running.state is JobState.RUNNING
+    studio.cancel(running.job_id)
+    fake.pause_at = None
+    _wait_state(qtbot, running, JobState.CANCELLED)
+
+
+def test_sending_to_a_farm_needs_waiting_jobs(window, qtbot, studio):
+    messages = []
+    studio.message.connect(messages.append)
+    studio.ui.choose_farm_folder = lambda: pytest.fail("no folder is asked for without jobs")
+    studio.ui.actions["farm"].trigger()
+    assert messages and "No waiting jobs" in messages[-1]
 
 
 # -- untitled projects and moved projects -----------------------------------------------------------
