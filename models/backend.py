@@ -145,14 +145,27 @@ class LocalBackend:
     def warm_up(self) -> None:
         """Import torch and the pipelines now (the app calls this on its worker while the user is idle),
         so the first job does not hold the interpreter lock for the imports."""
-        import torch  # noqa: F401
+        import safetensors.torch
+        import torch
+        from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+        from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
 
         import models.avatar.pipeline
+        import models.avatar.wav2vec2
         import models.extension.pipeline
+        import models.memory
+        import models.r2v.loading
         import models.r2v.pipeline  # noqa: F401
+
+        # The names the loaders import lazily: resolving them here moves the slow first import
+        # (module bodies run under the interpreter lock) off the first job.
+        del safetensors, torch, AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+        del AutoTokenizer, UMT5Config, UMT5EncoderModel
 
     def unload(self) -> None:
         """Drop the loaded pipeline (frees GPU memory; the next job loads again)."""
+        if self._loaded is None:
+            return  # nothing to free: a full collection holds the interpreter lock for ~0.2 s
         self._loaded = None
         gc.collect()
         try:
