@@ -74,6 +74,7 @@ from models.pipeline_base import (
 FPS = 25
 WINDOW = 81  # frames per pass (21 latent frames)
 MOTION_FRAMES = 5
+MATCH_BATCH_PIXELS = 8_000_000  # decoded pixels colour-matched at once (about 9 frames at 720p)
 DROP_FRAMES = 12
 PSEUDO_END_FRAMES = 5
 AUDIO_CONTEXT = 2  # audio window offsets -2..+2 around each video frame
@@ -693,16 +694,21 @@ class TalkingAvatarPipeline:
         picked: dict[int, torch.Tensor] = {}
         produced = 0
         match = ColourMatcher(reference.to(vae.device))
-        for group in vae.iter_decode(latent):
-            ctx.check_cancel()
-            group = group[:, :, : max(0, keep - produced)]
-            if group.shape[2] == 0:
-                break
-            matched = match(group)  # on the device; statistics are per frame
+        pending: list[torch.Tensor] = []
+
+        def flush() -> None:
+            # Colour matching is per frame, so decode groups are matched together in batches (fewer,
+            # larger tensor operations), up to MATCH_BATCH_PIXELS at a time.
+            nonlocal produced, tail
+            if not pending:
+                return
+            batch = pending[0] if len(pending) == 1 else torch.cat(pending, dim=2)
+            pending.clear()
+            matched = match(batch)  # on the device; statistics are per frame
             for index in pick:
                 if produced <= index < produced + matched.shape[2]:
                     picked[index] = matched[:, :, index - produced].cpu()
-            produced += group.shape[2]
+            produced += batch.shape[2]
             if trace_means is not None:
                 trace_means.append(((matched.double() + 1) * 127.5).mean(dim=(3, 4))[0].T.cpu())
             pixels = to_uint8(matched)[0].permute(1, 2, 3, 0).cpu().numpy()
@@ -710,7 +716,20 @@ class TalkingAvatarPipeline:
                 sink.add(pixels)
             else:
                 frames.append(pixels)
-            tail = [*tail, matched.cpu()][-MOTION_FRAMES:]
+            tail = [*tail, matched[:, :, -MOTION_FRAMES:].cpu()][-MOTION_FRAMES:]
+
+        waiting = 0
+        for group in vae.iter_decode(latent):
+            ctx.check_cancel()
+            group = group[:, :, : max(0, keep - produced - waiting)]
+            if group.shape[2] == 0:
+                break
+            pending.append(group)
+            waiting += group.shape[2]
+            if waiting * group.shape[3] * group.shape[4] >= MATCH_BATCH_PIXELS:
+                flush()
+                waiting = 0
+        flush()
         last = torch.cat(tail, dim=2)[:, :, -MOTION_FRAMES:]
         chosen = torch.stack([picked[i] for i in pick], dim=2) if pick else None
         return (np.concatenate(frames, axis=0) if frames else np.zeros((0, 0, 0, 3), np.uint8)), last, chosen
