@@ -74,7 +74,8 @@ from models.pipeline_base import (
 FPS = 25
 WINDOW = 81  # frames per pass (21 latent frames)
 MOTION_FRAMES = 5
-MATCH_BATCH_PIXELS = 8_000_000  # decoded pixels colour-matched at once (about 9 frames at 720p)
+MATCH_BATCH_PIXELS = 8_000_000  # decoded pixels colour-matched at once (about 9 frames at 720p) ...
+MATCH_BATCH_FRAMES = 16  # ... or frames: batches small enough for the piece encoder to keep up meanwhile
 DROP_FRAMES = 12
 PSEUDO_END_FRAMES = 5
 AUDIO_CONTEXT = 2  # audio window offsets -2..+2 around each video frame
@@ -698,7 +699,7 @@ class TalkingAvatarPipeline:
 
         def flush() -> None:
             # Colour matching is per frame, so decode groups are matched together in batches (fewer,
-            # larger tensor operations), up to MATCH_BATCH_PIXELS at a time.
+            # larger tensor operations), up to MATCH_BATCH_FRAMES / MATCH_BATCH_PIXELS at a time.
             nonlocal produced, tail
             if not pending:
                 return
@@ -726,7 +727,7 @@ class TalkingAvatarPipeline:
                 break
             pending.append(group)
             waiting += group.shape[2]
-            if waiting * group.shape[3] * group.shape[4] >= MATCH_BATCH_PIXELS:
+            if waiting >= MATCH_BATCH_FRAMES or waiting * group.shape[3] * group.shape[4] >= MATCH_BATCH_PIXELS:
                 flush()
                 waiting = 0
         flush()
