@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -30,9 +31,18 @@ class AudioError(ValueError):
     """The driving audio cannot be used; the message is written for the user."""
 
 
-def _decode(path: str, stop_s: float | None = None) -> tuple[np.ndarray, int]:
+def _header_seconds(container: Any, stream: Any) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _decode(path: str, stop_s: float | None = None, refuse_over_s: float | None = None) -> tuple[np.ndarray, int]:
     """First audio stream as float32 [channels, samples] at its own rate, from the start to at least
-    ``stop_s`` seconds (everything when None)."""
+    ``stop_s`` seconds (everything when None). ``refuse_over_s``: refuse a file whose header says it
+    is longer, before decoding any of it (one open of the file: probing it costs milliseconds)."""
     try:
         container = av.open(path)
     except (OSError, av.FFmpegError) as exc:
@@ -41,6 +51,10 @@ def _decode(path: str, stop_s: float | None = None) -> tuple[np.ndarray, int]:
         if not container.streams.audio:
             raise AudioError(f"{os.path.basename(path)} has no audio track")
         stream = container.streams.audio[0]
+        if refuse_over_s is not None:
+            header = _header_seconds(container, stream)
+            if header is not None and header > refuse_over_s:
+                check_duration(header)
         rate = stream.codec_context.sample_rate or stream.rate
         channels = stream.codec_context.channels or 1
         layout = stream.codec_context.layout.name if stream.codec_context.layout else None
@@ -68,11 +82,9 @@ def audio_seconds(path: str | os.PathLike[str]) -> float:
         with av.open(path) as container:
             if not container.streams.audio:
                 raise AudioError(f"{os.path.basename(path)} has no audio track")
-            stream = container.streams.audio[0]
-            if stream.duration is not None and stream.time_base is not None:
-                return float(stream.duration * stream.time_base)
-            if container.duration is not None:
-                return container.duration / av.time_base
+            header = _header_seconds(container, container.streams.audio[0])
+            if header is not None:
+                return header
     except (OSError, av.FFmpegError) as exc:
         raise AudioError(f"cannot read the audio file {os.path.basename(path)}: {exc}") from exc
     samples, rate = _decode(path)
@@ -84,14 +96,16 @@ def load_audio(
     sample_rate: int = SAMPLE_RATE,
     start_s: float | None = None,
     end_s: float | None = None,
+    refuse_over_s: float | None = None,
 ) -> np.ndarray:
     """Decode ``path`` to mono float32 at ``sample_rate`` (channels averaged), optionally cut to
-    [start_s, end_s) seconds.
+    [start_s, end_s) seconds. ``refuse_over_s``: refuse a file whose header says it is longer, before
+    decoding it.
 
     Raises:
-        AudioError: unreadable file, no audio track.
+        AudioError: unreadable file, no audio track, or longer than ``refuse_over_s``.
     """
-    samples, rate = _decode(str(path), end_s)
+    samples, rate = _decode(str(path), end_s, refuse_over_s)
     mono = samples.mean(axis=0) if samples.shape[0] > 1 else samples[0]
     if rate != sample_rate:
         from scipy.signal import resample_poly

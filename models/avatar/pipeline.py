@@ -272,12 +272,9 @@ def prepare_audio(path: str, start_s: float | None = None, end_s: float | None =
     if not file.is_file():
         raise RequestInvalid(f"The audio file does not exist: {path}")
     try:
-        if start_s is None and end_s is None:
-            # refuse an obviously too long file from its header, before decoding all of it
-            header_seconds = avatar_audio.audio_seconds(file)
-            if header_seconds > avatar_audio.MAX_SECONDS + 1.0:
-                avatar_audio.check_duration(header_seconds)
-        speech = avatar_audio.load_audio(file, start_s=start_s, end_s=end_s)
+        # A whole file that is obviously too long is refused from its header, before decoding it.
+        refuse = avatar_audio.MAX_SECONDS + 1.0 if start_s is None and end_s is None else None
+        speech = avatar_audio.load_audio(file, start_s=start_s, end_s=end_s, refuse_over_s=refuse)
         avatar_audio.check_duration(len(speech) / avatar_audio.SAMPLE_RATE)
     except avatar_audio.AudioError as error:
         message = str(error)

@@ -342,3 +342,18 @@ def test_stored_noise_replaces_the_random_draws(pipeline: TalkingAvatarPipeline,
     np.testing.assert_array_equal(np.concatenate(injected), np.concatenate(chunks))
     with pytest.raises(ValueError, match="stored noise has 0 draws"):
         pipeline.generate(request(media), stored_noise=[])
+
+
+def test_a_far_too_long_audio_file_is_refused_from_its_header_without_decoding(media, tmp_path, monkeypatch) -> None:
+    import av
+
+    from models.avatar.pipeline import validate_request
+
+    long_file = write_wav(tmp_path / "hour.wav", np.zeros(260 * RATE, np.float32), RATE)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the file was decoded")
+
+    monkeypatch.setattr(av, "AudioResampler", no_decoding)
+    with pytest.raises(RequestInvalid, match="at most 200 s"):
+        validate_request(AvatarRequest(portrait=str(media["portrait"]), audio=str(long_file), prompt="hi"))
