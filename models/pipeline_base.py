@@ -335,6 +335,8 @@ class PieceSink:
     def finish(self, state: dict[str, torch.Tensor] | None = None) -> np.ndarray:
         """Checkpoint the piece (exact frames, ``state``, the playable MP4), announce it, return its frames."""
         self._open = False
+        if not self._frames:
+            raise ValueError(f"piece {self.piece} has no frames to checkpoint")
         frames = np.concatenate(self._frames, axis=0) if len(self._frames) != 1 else self._frames[0]
         self._frames = []
         store = self._ctx.pieces
