@@ -15,16 +15,19 @@ import argparse
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from core.generation import (
     ModelsMissing,
+    OutOfMemory,
     PieceFinished,
     Progress,
     Quality,
     RenderCancelled,
     RenderEvent,
     RenderRequest,
+    RenderResult,
     RequestInvalid,
     StatusMessage,
     Task,
@@ -120,6 +123,29 @@ class ProgressBar:
             self.stream.write(f"\n{event.text}\n")
 
 
+def run_for_cli(
+    render: Callable[[], RenderResult], request: RenderRequest, cancel: threading.Event
+) -> RenderResult | int:
+    """Run ``render`` for a command line: the result, or the exit code after a message on stderr
+    (2 bad input, 3 models missing, 4 out of GPU memory, 130 cancelled; finished pieces are kept)."""
+    try:
+        return render()
+    except RequestInvalid as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ModelsMissing as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    except OutOfMemory as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 4
+    except (KeyboardInterrupt, RenderCancelled):
+        cancel.set()
+        print(f"\ncancelled; finished pieces are kept in {request.work_dir} and a rerun resumes from them",
+              file=sys.stderr)
+        return 130
+
+
 def generate_main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.use_usp:
@@ -131,20 +157,14 @@ def generate_main(argv: list[str]) -> int:
 
     backend = LocalBackend()
     cancel = threading.Event()
-    try:
+
+    def render() -> RenderResult:
         backend.validate(request)
-        result = backend.render(request, ProgressBar(), cancel)
-    except RequestInvalid as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except ModelsMissing as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 3
-    except (KeyboardInterrupt, RenderCancelled):
-        cancel.set()
-        print(f"\ncancelled; finished pieces are kept in {request.work_dir} and a rerun resumes from them",
-              file=sys.stderr)
-        return 130
+        return backend.render(request, ProgressBar(), cancel)
+
+    result = run_for_cli(render, request, cancel)
+    if isinstance(result, int):
+        return result
     print(f"\nwrote {result.output_path}: {result.num_frames} frames, {result.width}x{result.height}, "
           f"{result.fps} fps{', with audio' if result.has_audio else ''} in {result.seconds:.1f}s")
     return 0

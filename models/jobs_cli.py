@@ -17,7 +17,8 @@ the project folder on shared storage. When the project is opened in the editor a
 are offered for resume, and resuming a job a node finished re-assembles its output from the checkpoints
 without loading a model and lands it on the timeline as usual.
 
-Exit codes: 0 done, 1 some jobs failed (``run``), 2 bad input, 3 models missing, 130 cancelled.
+Exit codes: 0 done, 1 some jobs failed (``run``), 2 bad input, 3 models missing, 4 out of GPU memory,
+130 cancelled.
 Imports torch only in the processes that render. Never imports PySide6 or ``app``.
 """
 
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.generation import ModelsMissing, OutOfMemory, RenderCancelled, RenderRequest, RequestInvalid
+from core.generation import RenderRequest
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,28 +139,15 @@ def _with_device(request: RenderRequest, device: str) -> RenderRequest:
 
 def _render_file(path: Path, device: str) -> int:
     from models.backend import LocalBackend
-    from models.cli import ProgressBar
+    from models.cli import ProgressBar, run_for_cli
 
     document, request = _read_job(path)
     request = _with_device(request, device)
     cancel = threading.Event()
     print(f"rendering {document.get('label') or document['job_id']} ({request.task.value})", file=sys.stderr)
-    try:
-        result = render_job(LocalBackend(), request, cancel, ProgressBar())
-    except RequestInvalid as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except ModelsMissing as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 3
-    except (KeyboardInterrupt, RenderCancelled):
-        cancel.set()
-        print(f"\ncancelled; finished pieces are kept in {request.work_dir} and a rerun resumes from them",
-              file=sys.stderr)
-        return 130
-    except OutOfMemory as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 4
+    result = run_for_cli(lambda: render_job(LocalBackend(), request, cancel, ProgressBar()), request, cancel)
+    if isinstance(result, int):
+        return result
     summary = {"job_id": document["job_id"], "output_path": result.output_path, "frames": result.num_frames,
                "fps": result.fps, "width": result.width, "height": result.height, "has_audio": result.has_audio,
                "seconds": result.seconds}

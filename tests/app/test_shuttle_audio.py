@@ -1,5 +1,5 @@
-"""Sound while shuttling: the time stretch itself, and the controller's output at 2x, 4x and backwards
-(driven through a fake output stream, so the consumed samples are the clock)."""
+"""Sound while shuttling: the controller's output at 2x, 4x and backwards (driven through a fake output
+stream, so the consumed samples are the clock). The stretch alone: tests/core/media/test_stretch.py."""
 
 from __future__ import annotations
 
@@ -10,24 +10,9 @@ import pytest
 
 from app import playback as playback_module
 from tests.app.conftest import FPS, RATE, wait_idle
+from tests.core.media.test_stretch import dominant_frequency, tone
 
 FRAME_SAMPLES = RATE // FPS  # output samples of one frame duration
-
-
-def dominant_frequency(samples: np.ndarray, rate: int = RATE) -> float:
-    """The strongest frequency of a mono or stereo signal (FFT peak, interpolated between bins)."""
-    mono = samples.mean(axis=1) if samples.ndim == 2 else samples
-    spectrum = np.abs(np.fft.rfft(mono * np.hanning(len(mono)), n=8 * len(mono)))
-    return float(np.argmax(spectrum)) * rate / (8 * len(mono))
-
-
-def stereo(mono: np.ndarray) -> np.ndarray:
-    return np.stack([mono, mono], axis=1).astype(np.float32)
-
-
-def tone(seconds: float, frequency: float, amplitude: float = 0.5) -> np.ndarray:
-    t = np.arange(round(seconds * RATE)) / RATE
-    return (amplitude * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
 
 
 def chirp(seconds: float, f0: float, f1: float) -> np.ndarray:
