@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -70,12 +71,18 @@ class LocalBackend:
         self.device = device
         self.tiny_dir = tiny_dir
         self._loaded: _Loaded | None = None
+        self._validated: tuple[RenderRequest, tuple[Any, ...], Any] | None = None
         self._lock = threading.Lock()
 
     # -- protocol -------------------------------------------------------------------------------
     def validate(self, request: RenderRequest) -> None:
-        """Refuse a request that can never run, before any model loads (:class:`RequestInvalid`)."""
-        self._prepare(request)
+        """Refuse a request that can never run, before any model loads (:class:`RequestInvalid`).
+
+        What validation read (decoded audio, the clip's condition frames, the references) is kept for
+        a :meth:`render` of the same request that follows, while the input files are unchanged: the
+        editor and the CLI validate right before they render, and a 200 s avatar's audio is decoded and
+        normalised once, not twice."""
+        self._validated = (request, _input_stamps(request), self._prepare(request))
 
     def render(
         self,
@@ -84,7 +91,11 @@ class LocalBackend:
         cancel: threading.Event,
     ) -> RenderResult:
         started = time.monotonic()
-        task_request = self._prepare(request)
+        validated, self._validated = self._validated, None
+        if validated is not None and validated[0] == request and validated[1] == _input_stamps(request):
+            task_request = validated[2]
+        else:
+            task_request = self._prepare(request)
         fps = FPS.get(request.task, DEFAULT_FPS)
         timer = _StepTimer(emit)
         ctx = RunContext(timer, cancel, PieceStore(request.work_dir, fingerprint(request), fps))
@@ -297,6 +308,21 @@ class LocalBackend:
             lambda: load_pipeline(folder, device=device, dtype=dtype, plan=plan, bucket_tables=buckets),
         )
         return render_to_file(pipeline, avatar, request.output_path, ctx, inputs=inputs)
+
+
+def _input_stamps(request: RenderRequest) -> tuple[Any, ...]:
+    """Size and modification time of every input file (None for a missing one)."""
+    paths = [*request.reference_images, request.input_video, request.input_image, request.input_audio]
+    stamps = []
+    for path in paths:
+        if not path:
+            continue
+        try:
+            info = os.stat(path)
+            stamps.append((path, info.st_size, info.st_mtime_ns))
+        except OSError:
+            stamps.append((path, None, None))
+    return tuple(stamps)
 
 
 class _StepTimer:

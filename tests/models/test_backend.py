@@ -195,3 +195,28 @@ def test_a_finished_avatar_render_is_reassembled_with_its_sound(tmp_path, tiny_d
     assert again.has_audio and again.num_frames == first.num_frames == 25
     info = probe(again.output_path)
     assert info.has_audio and info.sample_rate == 16000 and info.frame_count == 25
+
+
+def test_render_after_validate_reads_the_inputs_once_unless_they_changed(tmp_path, refs, tiny_dir, monkeypatch):
+    import shutil
+
+    backend = LocalBackend(tiny_dir=tiny_dir)
+    prepared = []
+    original = LocalBackend._prepare
+    monkeypatch.setattr(LocalBackend, "_prepare", lambda self, r: (prepared.append(r), original(self, r))[1])
+    request = _request(tmp_path, refs)
+    backend.validate(request)
+    backend.render(request, lambda e: None, threading.Event())
+    assert len(prepared) == 1
+    # A reference image replaced between validation and render is read again.
+    image = tmp_path / "ref.png"
+    shutil.copyfile(refs[0], image)
+    changed = _request(tmp_path, (str(image),), seed=8, output_path=str(tmp_path / "b.mp4"))
+    backend.validate(changed)
+    Image.fromarray(np.zeros((64, 96, 3), np.uint8)).save(image)
+    backend.render(changed, lambda e: None, threading.Event())
+    assert len(prepared) == 3
+    # Another request than the one validated is prepared for itself.
+    backend.validate(request)
+    backend.render(RenderRequest(**{**request.__dict__, "seed": 12}), lambda e: None, threading.Event())
+    assert len(prepared) == 5
