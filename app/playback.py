@@ -160,18 +160,28 @@ class PlaybackController(QObject):
         # An edit while playing re-mixes the sound from the playhead (the old mix would be stale).
         self._remix_timer = QTimer(self, singleShot=True, interval=150)
         self._remix_timer.timeout.connect(self._on_remix_timer_timeout)
+        # The project copy the mixing workers read; taken again only after a change that affects sound
+        # (a copy of a large project costs the GUI thread tens of milliseconds, and a long playback
+        # mixes a piece every MIX_SECONDS).
+        self._snapshot: Project | None = None
         self._subscriptions = [
             (project.clip_added, self._on_project_changed),
             (project.clip_removed, self._on_project_changed),
             (project.clip_changed, self._on_project_changed),
             (project.track_changed, self._on_project_changed),
+            (project.asset_changed, self._on_sound_source_changed),
+            (project.settings_changed, self._on_sound_source_changed),
         ]
         for signal, slot in self._subscriptions:
             signal.connect(slot)
 
     def _on_project_changed(self, *args: Any) -> None:
+        self._snapshot = None
         if self.playing and self._use_audio_clock:
             self._remix_timer.start()
+
+    def _on_sound_source_changed(self, *args: Any) -> None:
+        self._snapshot = None
 
     def _on_remix_timer_timeout(self) -> None:
         if self.playing:
@@ -353,7 +363,9 @@ class PlaybackController(QObject):
             base, held = self._audio
             lead = held[first_out - base : first_out - base + fade].copy() if first_out >= base else None
         # A snapshot taken here: the worker never reads the project being edited.
-        snapshot = Project.from_dict(self.project.to_dict())
+        if self._snapshot is None:
+            self._snapshot = Project.from_dict(self.project.to_dict())
+        snapshot = self._snapshot
         generation = self._buffer_generation
         self._mixed_to = stop_out
         self._mix_pending = True

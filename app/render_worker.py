@@ -27,13 +27,13 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 from PySide6.QtGui import QImage
 
+from app.workers import track_thread
 from core.generation import (
     ModelsMissing,
     OutOfMemory,
@@ -45,20 +45,7 @@ from core.generation import (
     RequestInvalid,
 )
 
-_LIVE: weakref.WeakSet[QThread] = weakref.WeakSet()
 _STUCK: list[tuple[QThread, QObject]] = []  # threads that outlived stop(): kept so Qt never destroys them running
-
-
-def live_render_threads() -> list[QThread]:
-    """Render worker threads still running (tests fail when one is left behind)."""
-    out = []
-    for thread in list(_LIVE):
-        try:
-            if thread.isRunning():
-                out.append(thread)
-        except RuntimeError:  # the C++ object is gone
-            continue
-    return out
 
 
 def preview_to_qimage(preview: Preview) -> QImage:
@@ -127,7 +114,7 @@ class RenderWorker(QObject):
         self.moveToThread(thread)
         self._run_requested.connect(self._run, Qt.ConnectionType.QueuedConnection)
         self._warm_requested.connect(self._warm, Qt.ConnectionType.QueuedConnection)
-        _LIVE.add(thread)
+        track_thread(thread)
         thread.start(QThread.Priority.LowPriority)
         return thread
 

@@ -115,13 +115,25 @@ class WorkerPool(QThreadPool):
         return done
 
 
-# Threads started by ExportWorker.start_thread, so tests can check none is left running.
+# Threads the editor starts (export, render worker), so tests can check none is left running.
 _LIVE_THREADS: weakref.WeakSet[QThread] = weakref.WeakSet()
+
+
+def track_thread(thread: QThread) -> None:
+    """Register an editor-owned thread for :func:`live_threads`."""
+    _LIVE_THREADS.add(thread)
 
 
 def live_threads() -> list[QThread]:
     """Editor-owned ``QThread`` objects that are still running (for leak checks in tests)."""
-    return [t for t in list(_LIVE_THREADS) if t.isRunning()]
+    out = []
+    for thread in list(_LIVE_THREADS):
+        try:
+            if thread.isRunning():
+                out.append(thread)
+        except RuntimeError:  # the C++ object is gone
+            continue
+    return out
 
 
 class ExportWorker(QObject):
@@ -163,7 +175,7 @@ class ExportWorker(QObject):
         # slot that waits for the thread never waits for a queued quit behind itself.
         for signal in (self.finished, self.failed, self.cancelled):
             signal.connect(thread.quit, Qt.ConnectionType.DirectConnection)
-        _LIVE_THREADS.add(thread)
+        track_thread(thread)
         thread.start(QThread.Priority.LowPriority)
         return thread
 

@@ -669,9 +669,6 @@ class ExtensionPipeline:
             trace[f"chunk{piece}.noise"] = drawn.detach().float().cpu()
         return drawn.to(self.components.device, torch.float32)
 
-    def _block_check(self, ctx: RunContext) -> Callable[[], None]:
-        return ctx.check_cancel
-
     # -- single shot ------------------------------------------------------------------------
 
     def _single_shot(

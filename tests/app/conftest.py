@@ -139,7 +139,8 @@ def window(qtbot, qtlog, prefs, output_factory):
 
 @pytest.fixture(autouse=True)
 def _no_leftover_workers(request):
-    """Fail the test if it leaves pool work or an editor thread running (after all its fixtures ended)."""
+    """Fail the test if it leaves pool work or an editor thread (export, render worker) running (after all
+    its fixtures ended)."""
     yield
     from app.workers import live_pools, live_threads
 

@@ -22,18 +22,6 @@ from tests.app.conftest import wait_idle
 from tests.fakes import FakeBackend
 
 
-@pytest.fixture(autouse=True)
-def _no_render_thread_left():
-    yield
-    from app.render_worker import live_render_threads
-
-    threads = live_render_threads()
-    for thread in threads:
-        thread.quit()
-        thread.wait(5000)
-    assert not threads, "a render worker thread was left running"
-
-
 def _setup(window, qtbot, media_dir, tmp_path, factory):
     from app.render_ui import attach_render_ui
 

@@ -49,18 +49,6 @@ class RaisingFake(FakeBackend):
         return super().render(request, emit, cancel)
 
 
-@pytest.fixture(autouse=True)
-def _no_render_thread_left():
-    yield
-    from app.render_worker import live_render_threads
-
-    threads = live_render_threads()
-    for thread in threads:
-        thread.quit()
-        thread.wait(5000)
-    assert not threads, "a render worker thread was left running"
-
-
 @pytest.fixture
 def fake():
     return PreviewFake(steps=3)
@@ -346,14 +334,14 @@ def test_declined_resume_keeps_jobs_paused(window, qtbot, studio, fake):
 
 
 def test_closing_the_window_pauses_the_render_and_keeps_the_queue(window, qtbot, studio, fake):
-    from app.render_worker import live_render_threads
+    from app.workers import live_threads
 
     fake.pause_at = (0, 1)
     job = studio.shot_from_references([studio.ids["image"]], "interrupted", duration_s=1)
     qtbot.waitUntil(fake.paused.is_set, timeout=10000)
     path = Path(window.doc.path)
     assert window.close()
-    assert not live_render_threads()
+    assert not live_threads()
     data = json.loads(path.read_text())
     [saved] = data["render_queue"]["jobs"]
     assert saved["job_id"] == job.job_id and saved["state"] == "paused"
