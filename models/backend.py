@@ -130,13 +130,15 @@ class LocalBackend:
             audio = getattr(prepared[1], "speech", None)
             if audio is None:
                 return None
-        from core.media.concat import concat_videos
+        from core.media.concat import IncompatibleParts, concat_videos
 
         ctx.status("reusing the finished render")
-        concat_videos(manifest["paths"], request.output_path, audio=audio, audio_rate=manifest.get("audio_rate"))
-        frames, fps = int(manifest["frames"]), int(manifest["fps"])
-        return RenderResult(request.output_path, frames, fps, int(manifest["width"]), int(manifest["height"]),
-                            has_audio=audio is not None, seconds=frames / fps)
+        try:
+            concat_videos(manifest["paths"], request.output_path, audio=audio, audio_rate=manifest.get("audio_rate"))
+        except IncompatibleParts:
+            return None  # the pipelines' own resume re-encodes what cannot be joined as it is
+        return RenderResult(request.output_path, int(manifest["frames"]), int(manifest["fps"]),
+                            int(manifest["width"]), int(manifest["height"]), has_audio=audio is not None)
 
     def _calibrate(self, request: RenderRequest, timer: _StepTimer) -> None:
         """Feed the measured step time to the pre-flight estimator (per GPU model, task, resolution)."""

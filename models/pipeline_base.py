@@ -91,8 +91,9 @@ class PieceStore:
 
     A piece is ``piece_0003.npy`` (exact uint8 frames, what resume reads), ``piece_0003.state.safetensors``
     (continuation tensors) and, when the media writer is available, ``piece_0003.mp4`` so a finished
-    piece is playable at once. The fingerprint keys the folder to the render's settings, so a changed
-    request never resumes from stale pieces.
+    piece is playable at once. ``complete.json`` (:meth:`mark_complete`) marks a finished render and names
+    the MP4s its output is made of. The fingerprint keys the folder to the render's settings, so a
+    changed request never resumes from stale pieces.
     """
 
     def __init__(self, work_dir: str | os.PathLike[str], fingerprint: str, fps: int) -> None:
@@ -420,11 +421,11 @@ class RunContext:
         frames: np.ndarray | torch.Tensor,
         state: dict[str, torch.Tensor] | None = None,
     ) -> None:
-        """Checkpoint a decoded piece (uint8 ``[F, H, W, 3]``) and announce it."""
-        if isinstance(frames, torch.Tensor):
-            frames = frames.detach().cpu().numpy()
-        path = self.pieces.save(piece, frames, state) if self.pieces else Path("")
-        self.emit(PieceFinished(piece=piece, total_pieces=total_pieces, path=str(path), num_frames=len(frames)))
+        """Checkpoint a piece decoded all at once (uint8 ``[F, H, W, 3]``) and announce it: a
+        :meth:`begin_piece` sink given every frame in one go."""
+        with self.begin_piece(piece, total_pieces) as sink:
+            sink.add(frames)
+            sink.finish(state)
 
     def finished_piece(self, piece: int) -> FinishedPiece | None:
         """The checkpoint of an already finished piece (resume), or None."""
