@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,3 +88,77 @@ def test_bad_files_are_refused_readably(tmp_path, capsys):
     bad.write_text("{not json")
     assert main(["render", str(bad)]) == 2
     assert "cannot read the job file" in capsys.readouterr().err
+
+
+def _events(text):
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_run_reports_progress_as_json_lines_for_the_jobs_asked_for(project_file, capsys):
+    assert main(["run", str(project_file), "--devices", "cpu", "--jobs", "villain", "--progress-json"]) == 0
+    events = _events(capsys.readouterr().out)  # stdout holds nothing but the JSON lines
+    kinds = [e["event"] for e in events]
+    assert events[0] == {"event": "started", "jobs": ["villain"], "devices": ["cpu"]}
+    assert kinds[1] == "job_started" and kinds[-2:] == ["job_finished", "done"]
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress and progress[-1]["step"] == progress[-1]["total_steps"] == 1
+    piece = next(e for e in events if e["event"] == "piece_finished")
+    assert piece["job_id"] == "villain" and piece["frames"] == 25
+    assert events[-1] == {"event": "done", "rendered": 1, "failed": 0}
+    queue = load_project(project_file).queue
+    assert probe(queue.job("villain").request.output_path).frame_count == 25
+    assert not Path(queue.job("hero").request.output_path).exists()
+
+
+class _DeadWorker:
+    exitcode = -9
+
+    def is_alive(self):
+        return False
+
+
+def test_a_worker_process_that_dies_fails_the_job_it_had():
+    import queue
+
+    from models.jobs_cli import _collect, _JsonReport
+
+    done = queue.Queue()
+    done.put(("job_started", 0, "cuda:1", "hero", {}))
+    jobs = [type("Job", (), {"job_id": "hero", "label": "hero"})()]
+    lines = []
+    report = _JsonReport.__new__(_JsonReport)  # writes into ``lines``, leaves sys.stdout alone
+    report.out = type("Out", (), {"write": lambda self, text: lines.append(text), "flush": lambda self: None})()
+    assert _collect(jobs, ["cuda:1"], [_DeadWorker()], done, report) == 1
+    failure = json.loads(lines[-1])
+    assert failure["event"] == "job_failed" and failure["device"] == "cuda:1"
+    assert "worker process on cuda:1 stopped (exit code -9)" in failure["error"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
+def test_sigterm_stops_the_run_and_its_workers(project_file):
+    import signal
+    import subprocess
+    import sys
+
+    from core.render_farm import MAIN_PY
+
+    run = subprocess.Popen([sys.executable, str(MAIN_PY), "jobs", "run", str(project_file), "--devices", "cpu,cpu",
+                            "--progress-json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in run.stdout:
+            if json.loads(line)["event"] == "job_started":
+                break
+        workers = Path(f"/proc/{run.pid}/task/{run.pid}/children").read_text().split()
+        assert len(workers) >= 2  # one per device (and the resource tracker)
+        run.send_signal(signal.SIGTERM)
+        rest = run.stdout.read()
+        assert run.wait(30) == 130
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert _events(rest)[-1] == {"event": "cancelled"}
+    for pid in workers:  # the workers were stopped with it (zombies are reaped by init)
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().split()[2] == "Z"
+    # Nothing was lost: the jobs are still unfinished in the project, to run again or resume.
+    assert all(job.state is JobState.PAUSED for job in load_project(project_file).queue.jobs)
