@@ -3,9 +3,11 @@ several devices (CPU processes here), and landed afterwards without loading a mo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -157,8 +159,14 @@ def test_sigterm_stops_the_run_and_its_workers(project_file):
         if run.poll() is None:
             run.kill()
     assert _events(rest)[-1] == {"event": "cancelled"}
-    for pid in workers:  # the workers were stopped with it (zombies are reaped by init)
-        stat = Path(f"/proc/{pid}/stat")
-        assert not stat.exists() or stat.read_text().split()[2] == "Z"
+    def running(pid):  # a zombie waits for init to reap it: it no longer runs
+        with contextlib.suppress(OSError, IndexError):
+            return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+        return False
+
+    deadline = time.monotonic() + 15  # the resource tracker ends a moment after its parent
+    while any(running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [Path(f"/proc/{pid}/cmdline").read_text() for pid in workers if running(pid)]
     # Nothing was lost: the jobs are still unfinished in the project, to run again or resume.
     assert all(job.state is JobState.PAUSED for job in load_project(project_file).queue.jobs)
