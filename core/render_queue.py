@@ -15,6 +15,11 @@ Rules:
   backend resumes from the checkpoints of finished pieces in the request's ``work_dir``, so the job
   keeps ``last_finished_piece`` for display.
 - Retry puts a failed or cancelled job back in the queue.
+- Hold: a job rendered outside the editor (``main.py jobs run`` on several GPUs) is *held*: it stays
+  ``PAUSED`` here with :attr:`Job.held` saying where it renders, the worker never takes it, and resume,
+  retry, cancel and remove refuse it until :meth:`RenderQueue.release` (which may fail it with the
+  error the other process reported). A hold is not saved: after a restart the job is an ordinary
+  paused one, offered for resume.
 - Persistence: :meth:`RenderQueue.to_json` / :meth:`RenderQueue.from_json` (saved with the project by
   :mod:`core.persistence`). On load, jobs that were queued, running or paused come back ``PAUSED`` and
   are listed by :meth:`RenderQueue.resumable` so the UI can offer to resume them: nothing starts by
@@ -82,6 +87,7 @@ class Job:
         last_finished_piece: index of the newest piece checkpointed (-1: none yet).
         piece_paths: files of finished pieces (playable at once).
         cancel_event: the token passed to the backend; set to stop a running job.
+        held: where the job renders outside the editor ("" when it does not); see :meth:`RenderQueue.hold`.
         preview: the latest latent preview (not saved).
     """
 
@@ -104,6 +110,7 @@ class Job:
     piece_paths: list[str] = field(default_factory=list)
     result: RenderResult | None = None
     superseded_by: str | None = None
+    held: str = ""
     cancel_requested: bool = False
     pause_requested: bool = False
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
@@ -243,12 +250,12 @@ class RenderQueue:
 
         Does not change anything; call :meth:`start` to run it.
         """
-        queued = [j for j in self._jobs if j.state is JobState.QUEUED]
+        queued = [j for j in self._jobs if j.state is JobState.QUEUED and not j.held]
         return next((j for j in queued if j.is_preview), queued[0] if queued else None)
 
     def resumable(self) -> list[Job]:
         """Paused jobs (after a restart: every job that had not finished), to offer for resume."""
-        return [j for j in self._jobs if j.state is JobState.PAUSED]
+        return [j for j in self._jobs if j.state is JobState.PAUSED and not j.held]
 
     def jobs_for(self, shot_id: str) -> list[Job]:
         return [j for j in self._jobs if j.shot_id == shot_id]
@@ -279,7 +286,7 @@ class RenderQueue:
             raise QueueError("A job with that id is already in the queue.")
         if preview and shot_id is not None:
             for old in self._jobs:
-                if old.is_preview and old.shot_id == shot_id and old.state in UNFINISHED:
+                if old.is_preview and old.shot_id == shot_id and old.state in UNFINISHED and not old.held:
                     old.superseded_by = job.job_id
                     self._request_cancel(old, reason="Replaced by a newer preview.")
         self._jobs.append(job)
@@ -288,7 +295,7 @@ class RenderQueue:
 
     def cancel(self, job_id: str) -> None:
         """Cancel a job. A running one is asked to stop and becomes CANCELLED when the worker says so."""
-        job = self.job(job_id)
+        job = self._not_held(job_id)
         if job.is_done:
             raise QueueError(f"The job has already {job.state.value}.")
         self._request_cancel(job, reason="")
@@ -297,7 +304,7 @@ class RenderQueue:
         """Cancel every unfinished job (closing the window cancels running work but keeps the queue
         through :meth:`to_json`, which turns running jobs into resumable ones)."""
         for job in self._jobs:
-            if job.state in UNFINISHED:
+            if job.state in UNFINISHED and not job.held:
                 self._request_cancel(job, reason="")
 
     def pause(self, job_id: str) -> None:
@@ -315,14 +322,14 @@ class RenderQueue:
 
     def resume(self, job_id: str) -> None:
         """Put a paused job back in the queue (it continues from its last finished piece)."""
-        job = self.job(job_id)
+        job = self._not_held(job_id)
         if job.state is not JobState.PAUSED:
             raise QueueError(f"Only paused jobs can be resumed; this one is {job.state.value}.")
         self._set(job, state=JobState.QUEUED, error="")
 
     def retry(self, job_id: str) -> None:
         """Queue a failed or cancelled job again."""
-        job = self.job(job_id)
+        job = self._not_held(job_id)
         if job.state not in (JobState.FAILED, JobState.CANCELLED):
             raise QueueError(f"Only failed or cancelled jobs can be retried; this one is {job.state.value}.")
         job.cancel_event = threading.Event()
@@ -352,13 +359,38 @@ class RenderQueue:
 
     def remove(self, job_id: str) -> Job:
         """Take a job out of the list (a running job must be stopped first)."""
-        job = self.job(job_id)
+        job = self._not_held(job_id)
         if job.state is JobState.RUNNING:
             raise QueueError("Cancel the running job before removing it.")
         index = self._jobs.index(job)
         del self._jobs[index]
         self.job_removed.emit(job, index)
         return job
+
+    def hold(self, job_id: str, where: str) -> None:
+        """Mark an unfinished job as rendering outside the editor (``where`` says so, e.g. "Rendering on
+        cuda:1"; call again to update it). A queued job is paused; a running one is asked to pause (it
+        becomes ``PAUSED`` when the worker acknowledges). Nothing here starts it until :meth:`release`."""
+        job = self.job(job_id)
+        if job.state not in UNFINISHED:
+            raise QueueError(f"Only unfinished jobs can be rendered elsewhere; this one has {job.state.value}.")
+        if job.state is JobState.QUEUED:
+            self._set(job, state=JobState.PAUSED, held=where or "Rendering elsewhere")
+        else:
+            if job.state is JobState.RUNNING:
+                self.pause(job_id)
+            self._set(job, held=where or "Rendering elsewhere")
+
+    def release(self, job_id: str, error: str = "") -> None:
+        """End a hold: the job is an ordinary paused one again, or ``FAILED`` with ``error`` (what the
+        other process reported, shown to the user as is)."""
+        job = self.job(job_id)
+        if not job.held:
+            return
+        if error and job.state is JobState.PAUSED:
+            self._set(job, held="", state=JobState.FAILED, error=error, finished=self._clock())
+        else:
+            self._set(job, held="")
 
     def clear_done(self) -> None:
         """Remove finished, failed and cancelled jobs."""
@@ -369,7 +401,7 @@ class RenderQueue:
 
     def start(self, job_id: str) -> threading.Event:
         """Mark a queued job RUNNING; returns the cancel token to pass to the backend."""
-        job = self.job(job_id)
+        job = self._not_held(job_id)
         if job.state is not JobState.QUEUED:
             raise QueueError(f"Only queued jobs can start; this one is {job.state.value}.")
         running = self.running()
@@ -465,6 +497,13 @@ class RenderQueue:
         return queue
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _not_held(self, job_id: str) -> Job:
+        job = self.job(job_id)
+        if job.held:
+            raise QueueError(f"“{job.label or job.job_id}” is rendering outside the editor ({job.held}); "
+                             "cancel that render first.")
+        return job
 
     def _request_cancel(self, job: Job, reason: str) -> None:
         if job.state is JobState.RUNNING:

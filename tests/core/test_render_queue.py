@@ -121,6 +121,37 @@ def test_cancel_pause_resume_retry(q: RenderQueue) -> None:
         q.cancel("zzz")
 
 
+def test_held_jobs_render_elsewhere_until_released(q: RenderQueue) -> None:
+    waiting = q.submit(request(), "a", job_id="waiting")
+    running = q.submit(request(), "b", preview=True, job_id="running")
+    token = q.start("running")
+    q.hold("waiting", "Rendering on cuda:0")
+    q.hold("running", "Waiting for the GPUs")
+    assert waiting.state is JobState.PAUSED and waiting.held == "Rendering on cuda:0"
+    assert token.is_set() and running.pause_requested  # the editor's worker is asked to let go
+    q.stopped("running")
+    assert running.state is JobState.PAUSED and running.held
+    assert q.next_job() is None and q.resumable() == []
+    for refused in (q.resume, q.retry, q.cancel, q.remove, q.start):
+        with pytest.raises(QueueError, match="rendering outside the editor"):
+            refused("waiting")
+    q.cancel_all()  # closing the window leaves them to the other process
+    q.submit(request(), "b", preview=True, job_id="newer")  # nor does a newer preview supersede them
+    assert running.state is JobState.PAUSED and not running.superseded_by
+    q.hold("waiting", "Rendering on cuda:1")  # updating where it renders
+    assert waiting.held == "Rendering on cuda:1"
+    data = q.to_json()
+    assert all("held" not in job for job in data["jobs"])  # not saved: a reopened project just resumes
+    q.release("waiting")
+    q.release("running", error="OutOfMemory on cuda:1")
+    assert waiting.state is JobState.PAUSED and not waiting.held and q.resumable() == [waiting]
+    assert running.state is JobState.FAILED and running.error == "OutOfMemory on cuda:1" and not running.held
+    q.resume("waiting")
+    assert q.next_job() is not None
+    with pytest.raises(QueueError, match="Only unfinished jobs"):
+        q.hold("running", "again")
+
+
 def test_move_remove_clear(q: RenderQueue) -> None:
     log = events(q)
     for name in "abc":
