@@ -126,6 +126,9 @@ class RenderController(QObject):
         self._kick_timer = QTimer(self, singleShot=True, interval=0)
         self._kick_timer.timeout.connect(self._kick)
         self._closed = False
+        # A render of this queue in another process (app.device_run.DeviceRun): while it runs, the
+        # worker here starts nothing (it would share a GPU with it).
+        self.device_run: Any = None
         self.message.connect(lambda text: window.show_message(text, 12000))
         window.installEventFilter(self)
         changed = getattr(window, "document_changed", None)  # a window that announces new documents
@@ -164,6 +167,8 @@ class RenderController(QObject):
         if doc is None or doc is self._doc or self._closed:
             return
         old_queue = self.queue if self._doc is not None else None
+        if self.device_run is not None:
+            self.device_run.stop()  # its jobs were saved paused with the old project
         if old_queue is not None and self._running is not None and self._running[0] is old_queue:
             # The old project was saved (or discarded) with this job as resumable: stop it.
             with contextlib.suppress(QueueError):
@@ -480,7 +485,7 @@ class RenderController(QObject):
             self._kick_timer.start()
 
     def _kick(self) -> None:
-        if self._closed or self._running is not None or self.worker.busy:
+        if self._closed or self._running is not None or self.worker.busy or self.device_run is not None:
             return
         job = self.queue.next_job()
         if job is None:
@@ -696,6 +701,21 @@ class RenderController(QObject):
 
     # -- persistence and shutdown ---------------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        """The window closed (or is closing): nothing starts any more."""
+        return self._closed
+
+    def save_queue(self) -> None:
+        """Write the queue to disk now (as :meth:`_persist` does after each change of state)."""
+        self._persist()
+
+    def device_run_ended(self) -> None:
+        """The render in another process is over (its jobs were released): the worker may run again."""
+        self.device_run = None
+        self._persist()
+        self._schedule_kick()
+
     def _persist(self) -> None:
         """Keep the queue on disk with the project: in the file when it is saved and unchanged, else in
         the autosave (so a crash leaves the unfinished jobs to resume). An untitled project has no file:
@@ -725,6 +745,8 @@ class RenderController(QObject):
             return True
         self._closed = True
         self._kick_timer.stop()
+        if self.device_run is not None:
+            self.device_run.stop()  # its jobs stay paused in the saved project, offered for resume
         if self._running is not None:
             queue, job_id = self._running
             with contextlib.suppress(QueueError):

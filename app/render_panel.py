@@ -83,6 +83,8 @@ def job_summary(job: Job, now: float) -> str:
         state = "Pausing…"
     elif job.state is JobState.RUNNING and job.cancel_requested:
         state = "Cancelling…"
+    if job.held:  # rendering in another process (several GPUs): where, instead of "Paused"
+        state = job.held
     parts = [state]
     if job.total_steps:
         parts.append(f"step {job.step}/{job.total_steps}")
@@ -283,7 +285,7 @@ class JobDelegate(QStyledItemDelegate):
             p.setPen(theme.TEXT_DIM)
             p.drawText(thumb, Qt.AlignmentFlag.AlignCenter, {JobState.FINISHED: "✓", JobState.FAILED: "!",
                                                               JobState.CANCELLED: "×"}.get(job.state, "…"))
-        colour = STATE_COLOURS.get(job.state, theme.TEXT_DIM)
+        colour = STATE_COLOURS[JobState.RUNNING] if job.held else STATE_COLOURS.get(job.state, theme.TEXT_DIM)
         p.fillRect(QRect(r.left(), r.top(), 3, r.height() - 1), colour)
         left = thumb.right() + 10
         width = r.right() - left - 8
@@ -453,12 +455,13 @@ class RenderPanel(QWidget):
 
     def _update_buttons(self) -> None:
         job = self.selected_job()
-        state = job.state if job is not None else None
+        # A held job renders in another process: only that run's Cancel (above the list) stops it.
+        state = job.state if job is not None and not job.held else None
         self.buttons["pause"].setEnabled(state in (JobState.QUEUED, JobState.RUNNING))
         self.buttons["resume"].setEnabled(state is JobState.PAUSED)
         self.buttons["cancel"].setEnabled(state in (JobState.QUEUED, JobState.RUNNING, JobState.PAUSED))
         self.buttons["retry"].setEnabled(state in (JobState.FAILED, JobState.CANCELLED))
-        self.buttons["remove"].setEnabled(job is not None and state is not JobState.RUNNING)
+        self.buttons["remove"].setEnabled(state is not None and state is not JobState.RUNNING)
         self.buttons["clear"].setEnabled(any(j.is_done for j in self.model.queue.jobs))
         self.play_button.setEnabled(job is not None and bool(job.piece_paths))
         if not self._player_timer.isActive():
@@ -658,6 +661,8 @@ class TimelineRenderOverlay(QWidget):
             title = QRectF(rect.left() + 4, rect.top(), rect.width() - 8, 13)
             p.setPen(theme.TEXT)
             state = f"rendering {int(job.fraction * 100)}%" if running else job.state.value
+            if job.held:
+                state = f"{job.held} {int(job.fraction * 100)}%"
             text = QFontMetrics(font).elidedText(f"{state} · {job.label}", Qt.TextElideMode.ElideRight, int(title.width()))
             p.drawText(title, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, text)
             painted.append(job.job_id)

@@ -18,10 +18,12 @@ from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QMenu
 
+from app.device_run import DeviceRun, DeviceRunBar, DeviceRunDialog, jobs_run_command, waiting_jobs
 from app.render_controller import RenderController
 from app.render_panel import RenderPanel, TimelineRenderOverlay
 from app.shot_dialog import ShotDialog
 from core.project import AssetKind, TrackKind
+from core.render_devices import DeviceScan, find_render_devices
 
 SHORTCUTS = {
     "shot": "Ctrl+G",
@@ -45,6 +47,12 @@ class RenderUi:
         self._timeline: Any = None
         self._queue: Any = None
         self.panel = RenderPanel(controller)
+        self.device_bar = DeviceRunBar(self.panel)
+        self.panel.layout().insertWidget(0, self.device_bar)
+        self.device_scan = DeviceScan(())
+        self.device_run: DeviceRun | None = None
+        self.device_run_dialog: DeviceRunDialog | None = None
+        self.device_run_command: Callable[..., list[str]] = jobs_run_command  # tests replace it
         self.dock = QDockWidget("Render Queue", window)
         self.dock.setObjectName("renderQueueDock")
         self.dock.setWidget(self.panel)
@@ -60,6 +68,7 @@ class RenderUi:
             ("final", "&Final Render of Clip", self.final_selected),
             ("queue", "Show Render &Queue", self.show_queue),
             ("farm", "Send Waiting Jobs to a Render &Farm…", self.export_for_farm),
+            ("gpus", "Render Waiting Jobs on All &GPUs…", self.open_device_run_dialog),
         ):
             action = QAction(text, window)
             action.setObjectName(f"act_generate_{key}")
@@ -70,7 +79,8 @@ class RenderUi:
             self.actions[key] = action
         self.menu = QMenu("&Generate", window)
         self.menu.setObjectName("generateMenu")
-        for key in ("shot", "extend", "cut", "avatar", None, "rerender", "preview", "final", None, "queue", "farm"):
+        for key in ("shot", "extend", "cut", "avatar", None, "rerender", "preview", "final", None, "queue", "gpus",
+                    "farm"):
             self.menu.addSeparator() if key is None else self.menu.addAction(self.actions[key])
         bar = window.menuBar()
         before = next((a for a in bar.actions() if a.text().replace("&", "") == "Help"), None)
@@ -81,6 +91,9 @@ class RenderUi:
         controller.queue_replaced.connect(self._on_controller_queue_replaced)
         controller.preview_changed.connect(self._on_render_changed)
         self._bind(controller.queue)
+        self._show_device_scan(self.device_scan, probing=True)
+        # nvidia-smi takes up to half a second: ask it off the GUI thread.
+        window.pool.submit(find_render_devices, on_done=self._show_device_scan)
 
     # -- following the document ---------------------------------------------------------------------
 
@@ -232,6 +245,88 @@ class RenderUi:
             f"{len(jobs)} job(s) written to {folder}: run the commands in tasks.txt on the render nodes. "
             "They are paused here; resume them when the farm is done to land the renders."
         )
+
+    # -- several devices ----------------------------------------------------------------------------
+
+    def _show_device_scan(self, scan: DeviceScan, probing: bool = False) -> None:
+        self.device_scan = scan
+        action = self.actions["gpus"]
+        action.setEnabled(scan.usable)
+        if probing:
+            tip = "Looking for GPUs…"
+        elif scan.usable:
+            tip = "Render the waiting jobs with one process per device: " + ", ".join(d.name for d in scan.devices)
+        elif scan.devices:
+            tip = (f"Needs two GPUs or more; this computer has one ({scan.devices[0].label}), which the editor "
+                   "renders on already.")
+        else:
+            tip = f"Needs two GPUs or more. {scan.note}".strip()
+        action.setToolTip(tip)
+        action.setStatusTip(tip)
+
+    def _save_note(self) -> str:
+        doc = self.window.doc
+        if doc.path is None:
+            return ("The project has not been saved yet: you choose where to save it first (the render "
+                    "processes read the saved project).")
+        if self.window.is_modified():
+            return "The project has unsaved changes: it is saved first (the render processes read the saved file)."
+        return ""
+
+    def open_device_run_dialog(self) -> DeviceRunDialog | None:
+        """Generate ▸ Render Waiting Jobs on All GPUs…: pick devices, then :meth:`start_device_run`."""
+        scan = self.device_scan
+        if not scan.usable:
+            raise ValueError(self.actions["gpus"].toolTip() or "No GPUs found.")
+        if self.device_run is not None:
+            self.show_queue()
+            raise ValueError("The waiting jobs are already rendering on several devices (see the render queue).")
+        jobs = waiting_jobs(self.controller.queue)
+        if not jobs:
+            raise ValueError("No waiting jobs to render: queue some renders (Generate menu) first.")
+        if self.device_run_dialog is not None:
+            with contextlib.suppress(RuntimeError):
+                self.device_run_dialog.close()
+        dialog = DeviceRunDialog(scan.devices, jobs, self._save_note(), self.window)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self._guard(lambda: self.start_device_run(dialog.chosen_devices())))
+        dialog.destroyed.connect(lambda *args: setattr(self, "device_run_dialog", None))
+        self.device_run_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def start_device_run(self, devices: list[str]) -> DeviceRun | None:
+        """Save the project (Save As when untitled), hold the waiting jobs and start ``jobs run`` on
+        ``devices``; returns the run, or None when the user did not save."""
+        if not devices:
+            raise ValueError("Choose at least one device.")
+        if self.device_run is not None:
+            raise ValueError("The waiting jobs are already rendering on several devices.")
+        window = self.window
+        if (window.doc.path is None or window.is_modified()) and not window.save():
+            self.controller.message.emit("Not started: the project must be saved first, because the render "
+                                         "processes read the saved file.")
+            return None
+        jobs = waiting_jobs(self.controller.queue)
+        if not jobs:
+            raise ValueError("No waiting jobs to render.")
+        run = DeviceRun(self.controller, str(window.doc.path), devices, [job.job_id for job in jobs],
+                        command=self.device_run_command, testing=bool(getattr(window, "testing", False)))
+        run.status_changed.connect(self._on_device_run_status_changed)
+        run.ended.connect(self._on_device_run_ended)
+        self.device_run = run
+        self.device_bar.follow(run)
+        self.show_queue()
+        run.start()
+        self.controller.message.emit(f"Rendering {len(jobs)} job(s) on {len(devices)} device(s): "
+                                     f"{', '.join(devices)}. Progress is in the render queue.")
+        return run
+
+    def _on_device_run_status_changed(self, text: str) -> None:
+        self.window.show_message(text, 0)
+
+    def _on_device_run_ended(self, outcome: str) -> None:
+        self.device_run = None
 
     def context_menu_for(self, pos: QPoint) -> QMenu:
         """The timeline's context menu at ``pos`` (the clip under the mouse becomes the selection)."""

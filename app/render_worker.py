@@ -79,6 +79,7 @@ class RenderWorker(QObject):
         job_finished(str job_id, object result): the backend returned a ``RenderResult``.
         job_failed(str job_id, str message): the job failed; ``message`` is for the user.
         job_stopped(str job_id): the job stopped because its cancel token was set.
+        unloaded(): :meth:`unload` ran (after any job that was running); the GPU memory is free.
     """
 
     job_event = Signal(str, object)
@@ -87,8 +88,10 @@ class RenderWorker(QObject):
     job_failed = Signal(str, str)
     job_stopped = Signal(str)
     warmed_up = Signal()
+    unloaded = Signal()
     _run_requested = Signal(str, object, object)
     _warm_requested = Signal()
+    _unload_requested = Signal()
 
     def __init__(self, backend_factory: Callable[[], Any],
                  prepare: Callable[[RenderRequest, threading.Event], None] | None = None) -> None:
@@ -114,6 +117,7 @@ class RenderWorker(QObject):
         self.moveToThread(thread)
         self._run_requested.connect(self._run, Qt.ConnectionType.QueuedConnection)
         self._warm_requested.connect(self._warm, Qt.ConnectionType.QueuedConnection)
+        self._unload_requested.connect(self._unload, Qt.ConnectionType.QueuedConnection)
         track_thread(thread)
         thread.start(QThread.Priority.LowPriority)
         return thread
@@ -156,6 +160,24 @@ class RenderWorker(QObject):
         except Exception as error:  # a job that needs the backend reports it in words
             self._warm_error = error
         self.warmed_up.emit()
+
+    def unload(self) -> None:
+        """Free the backend's loaded model (``backend.unload()``) on the worker thread, after the job
+        running now (if any) ended; :attr:`unloaded` follows. The next job loads it again."""
+        if self._thread is None:  # never started: nothing is loaded
+            self.unloaded.emit()
+            return
+        self._unload_requested.emit()
+
+    @Slot()
+    def _unload(self) -> None:
+        unload = getattr(self._backend, "unload", None)
+        if callable(unload):
+            try:
+                unload()
+            except Exception:  # freeing memory must never take the editor down; the next job reloads
+                traceback.print_exc()
+        self.unloaded.emit()
 
     def take_updates(self) -> tuple[dict[str, Progress], dict[str, tuple[int, int, QImage, float]]]:
         """The newest Progress and preview of each job since the last call. Previews are
