@@ -3,7 +3,8 @@
 :func:`find_render_devices` reads ``$SKYREELS_RENDER_DEVICES`` first: a comma-separated list
 (``cuda:0,cuda:2``, or ``cpu,cpu`` to try the several-GPU flow on a machine without GPUs) that is used as
 given. Otherwise it asks ``nvidia-smi`` for the GPUs and numbers them as CUDA programs see them: when
-``$CUDA_VISIBLE_DEVICES`` is set, only those, in that order, from ``cuda:0`` (indices or ``GPU-…`` UUIDs).
+``$CUDA_VISIBLE_DEVICES`` is set, only those, in that order, from ``cuda:0`` (indices or ``GPU-…`` UUID
+prefixes; like CUDA, the list ends at an entry that is unknown or repeated).
 
 The editor offers Generate ▸ Render Waiting Jobs on All GPUs… when :attr:`DeviceScan.usable`: two GPUs or
 more, or any override. ``nvidia-smi`` takes ~50-500 ms: call this off the GUI thread.
@@ -77,8 +78,8 @@ def find_render_devices(
         chosen = []
         for entry in (e.strip() for e in visible.split(",")):
             match = next((g for g in gpus if entry and (g[0] == entry or g[1].startswith(entry))), None)
-            if match is None:
-                break  # CUDA stops at the first entry it cannot use
+            if match is None or match in chosen:
+                break  # CUDA stops at the first entry it cannot use (unknown, or named twice)
             chosen.append(match)
         gpus = chosen
     devices = []

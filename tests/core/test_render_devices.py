@@ -54,6 +54,8 @@ def test_cuda_visible_devices_renumbers_from_zero(path_with_smi: str) -> None:
     scan = find_render_devices({"PATH": path_with_smi, "CUDA_VISIBLE_DEVICES": "2,GPU-aaaa"}, run=answer())
     assert [d.label for d in scan.devices] == ["cuda:0 — NVIDIA RTX 6000 Ada Generation, 48 GB",
                                                "cuda:1 — NVIDIA H100 80GB HBM3, 80 GB"]
+    repeated = find_render_devices({"PATH": path_with_smi, "CUDA_VISIBLE_DEVICES": "1,GPU-bbbb,0"}, run=answer())
+    assert [d.name for d in repeated.devices] == ["cuda:0"]  # CUDA ends the list at a repeated device
     hidden = find_render_devices({"PATH": path_with_smi, "CUDA_VISIBLE_DEVICES": ""}, run=answer())
     assert not hidden.devices and "CUDA_VISIBLE_DEVICES" in hidden.note
 
