@@ -550,7 +550,14 @@ class RenderPanel(QWidget):
         if job is None or job.job_id not in previews:
             self._shown_job = ""
             self.preview.setPixmap(_empty_pixmap())
-            self.preview.setText("No render running" if self.model.queue.running() is None else "Waiting for the first preview…")
+            queue = self.model.queue
+            if queue.running() is not None:
+                text = "Waiting for the first preview…"
+            elif any(j.held for j in queue.jobs):
+                text = "Rendering in separate processes (no live preview there)"
+            else:
+                text = "No render running"
+            self.preview.setText(text)
             self.preview_caption.setText("")
             return
         image, piece, step = previews[job.job_id]

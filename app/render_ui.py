@@ -227,7 +227,8 @@ class RenderUi:
         doc = self.window.doc
         if not doc.path:
             raise ValueError("Save the project first: render nodes read its media folder.")
-        jobs = [job for job in self.controller.queue.jobs if job.state in (JobState.QUEUED, JobState.PAUSED)]
+        jobs = [job for job in self.controller.queue.jobs
+                if job.state in (JobState.QUEUED, JobState.PAUSED) and not job.held]
         if not jobs:
             raise ValueError("No waiting jobs to send to a render farm.")
         folder = self.choose_farm_folder()

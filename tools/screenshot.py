@@ -8,6 +8,11 @@ Writes ``main.png`` (the whole window), ``timeline_in.png`` and ``timeline_out.p
 in and out) to OUT_DIR; with ``--docs`` also a small ``docs/screenshot.png``. The media are generated with
 ``core.media`` writers: two numbered-frame videos, a voice-like tone, a reference image; one clip carries a
 generation recipe so the badge and the inspector's recipe show.
+
+With ``--device-run`` it also writes ``device_run_dialog.png`` (Generate ▸ Render Waiting Jobs on All GPUs…
+with three waiting jobs and two devices from ``$SKYREELS_RENDER_DEVICES``, default ``cuda:0,cuda:1``) and
+``device_run_queue.png`` (the render queue while such a run renders; the run is a stand-in command that
+prints ``jobs run --progress-json`` lines, so no model or GPU is needed).
 """
 
 from __future__ import annotations
@@ -128,6 +133,61 @@ def _wait(app, condition, timeout: float = 20.0) -> None:
         app.processEvents()
 
 
+def _stand_in_run(events: list[dict]) -> object:
+    """A ``jobs run`` stand-in for the picture: prints ``events`` as JSON lines, then waits to be stopped."""
+    import json
+
+    program = "import time\n" + "".join(f"print({json.dumps(json.dumps(e))}, flush=True)\n" for e in events)
+    program += "time.sleep(600)\n"
+
+    def command(project, devices, job_ids):
+        return [sys.executable, "-c", program]
+
+    return command
+
+
+def shoot_device_run(app, window, out: Path) -> None:
+    import os
+
+    from app.render_ui import attach_render_ui
+    from core.render_devices import DEVICES_ENV
+    from tests.fakes import FakeBackend
+
+    os.environ.setdefault(DEVICES_ENV, "cuda:0,cuda:1")
+    controller = attach_render_ui(window, lambda: FakeBackend(steps=8))
+    ui = controller.ui
+    _wait(app, lambda: ui.actions["gpus"].isEnabled(), 10)
+    images = [a.asset_id for a in window.doc.project.assets if a.kind.value == "image"]
+    prompts = ("The hero crosses the rooftop at dusk", "Close-up: she looks back at the city",
+               "Wide: the skyline as the lights come on")
+    jobs = []
+    for n, prompt in enumerate(prompts):
+        job = controller.shot_from_references(images, prompt, duration_s=5, start=24 * 9 + 120 * n)
+        controller.pause(job.job_id)
+        jobs.append(job)
+    ui.actions["gpus"].trigger()
+    dialog = ui.device_run_dialog
+    _wait(app, lambda: dialog.isVisible(), 5)
+    _wait(app, lambda: False, 0.5)
+    dialog.grab().save(str(out / "device_run_dialog.png"))
+    ids = [job.job_id for job in jobs]
+    ui.device_run_command = _stand_in_run([
+        {"event": "started", "jobs": ids, "devices": ["cuda:0", "cuda:1"]},
+        {"event": "job_started", "job_id": ids[0], "device": "cuda:0"},
+        {"event": "job_started", "job_id": ids[1], "device": "cuda:1"},
+        {"event": "progress", "job_id": ids[0], "device": "cuda:0", "piece": 0, "total_pieces": 1, "step": 6,
+         "total_steps": 8},
+        {"event": "progress", "job_id": ids[1], "device": "cuda:1", "piece": 0, "total_pieces": 1, "step": 3,
+         "total_steps": 8},
+    ])
+    dialog.accept()
+    _wait(app, lambda: jobs[1].step == 3, 20)
+    _wait(app, lambda: False, 0.5)
+    ui.dock.grab().save(str(out / "device_run_queue.png"))
+    window.grab().save(str(out / "device_run_main.png"))
+    ui.device_run.stop()
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__)
@@ -176,6 +236,8 @@ def main(argv: list[str]) -> int:
     timeline.set_scroll(0)
     _wait(app, lambda: window.pool.pending() == 0, 10)
     doc.timeline_panel.grab().save(str(out / "timeline_out.png"))
+    if "--device-run" in argv:
+        shoot_device_run(app, window, out)
     if "--docs" in argv:
         timeline.zoom_to_fit()
         _wait(app, lambda: window.pool.pending() == 0, 10)
