@@ -242,10 +242,11 @@ def clean_prompt(text: str) -> str:
 
 
 def make_scheduler(flow_shift: float = FLOW_SHIFT) -> UniPCMultistepScheduler:
-    """diffusers UniPC exactly as the official R2V wrapper configures it."""
-    from diffusers import UniPCMultistepScheduler
+    """diffusers UniPC exactly as the official R2V wrapper configures it (its update factors cached per
+    sigma grid: same results, see ``models.r2v.scheduler``)."""
+    from models.r2v.scheduler import CachedUniPCMultistepScheduler
 
-    return UniPCMultistepScheduler(
+    return CachedUniPCMultistepScheduler(
         prediction_type="flow_prediction",
         use_flow_sigmas=True,
         num_train_timesteps=1000,

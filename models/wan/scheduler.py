@@ -17,11 +17,18 @@ float32 0-d tensors in the same order as the official scheduler, so results agre
 ``step`` accepts (and ignores) a ``generator`` like the official one. Thresholding and ``solver_p``
 (both off in every official pipeline) are not supported.
 
+Also owns :func:`unipc_update` and :func:`apply_unipc_update`, shared with the R2V pipeline's diffusers
+UniPC (``models.r2v.scheduler``): the scalar factors of every UniP/UniC update depend only on the sigma
+grid, so they are computed once per grid (with the official scalar arithmetic, op for op) and cached
+across renders; a step is then the handful of latent-sized ops of the official update, in the same order,
+so results stay bit for bit the same (issue 5: ~0.45 ms of Python per step on small latents before).
+
 Imports numpy and torch only. Never imports PySide6 or ``app``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,12 +37,140 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["FlowUniPCMultistepScheduler", "FlowUniPCOutput"]
+__all__ = ["FlowUniPCMultistepScheduler", "FlowUniPCOutput", "UniPCUpdate", "apply_unipc_update", "unipc_update"]
 
 
 @dataclass
 class FlowUniPCOutput:
     prev_sample: torch.Tensor
+
+
+@dataclass(frozen=True)
+class UniPCUpdate:
+    """The data-independent factors of one UniP (predictor) or UniC (corrector) B(h) update.
+
+    With ``predict_x0`` the update is ``scale_sample * x - scale_m0 * m0 - scale_residual * residual``
+    (``sigma_t / sigma_s0``, ``alpha_t * h_phi_1``, ``alpha_t * B_h``; the noise form uses ``alpha_t /
+    alpha_s0`` and ``sigma_t``). ``rks`` divide the differences to older model outputs; ``rhos`` weight
+    them (None for a first-order predictor); ``rho_last`` weights the corrector's own difference. The
+    tensors are shared by every scheduler using the grid: never modify them.
+    """
+
+    scale_sample: torch.Tensor
+    scale_m0: torch.Tensor
+    scale_residual: torch.Tensor
+    rks: tuple[torch.Tensor, ...]
+    rhos: torch.Tensor | None
+    rho_last: torch.Tensor | None
+
+
+def unipc_update(
+    sigmas: torch.Tensor,
+    target: int,
+    order: int,
+    *,
+    corrector: bool,
+    predict_x0: bool,
+    solver_type: str,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> UniPCUpdate:
+    """The factors of the update that lands on ``sigmas[target]`` (float32 CPU grid), cached per grid.
+
+    Predictor (UniP): from ``sigmas[target - 1]`` with the model outputs at ``target - 1``, ``target - 2``
+    ...; corrector (UniC): refines the sample at ``sigmas[target]`` with the outputs at ``target``,
+    ``target - 1`` .... ``device`` and ``dtype`` are the sample's (where the official code builds its
+    weights, and solves its linear system)."""
+    grid = sigmas.detach().to("cpu", torch.float32).contiguous()
+    return _cached_update(grid.numpy().tobytes(), len(grid), target, order, corrector, predict_x0, solver_type,
+                          torch.device(device), dtype)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_update(
+    grid_bytes: bytes,
+    length: int,
+    target: int,
+    order: int,
+    corrector: bool,
+    predict_x0: bool,
+    solver_type: str,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> UniPCUpdate:
+    sigmas = torch.frombuffer(bytearray(grid_bytes), dtype=torch.float32, count=length)
+    # The official scalar arithmetic, op for op: float32 0-d tensors on the CPU, the weights on `device`.
+    if corrector:
+        source, older = target - 1, [target - (k + 1) for k in range(1, order)]
+    else:
+        source, older = target - 1, [target - 1 - k for k in range(1, order)]
+    alpha_t, sigma_t, lambda_t = _flow_lambda(sigmas[target])
+    alpha_s0, sigma_s0, lambda_s0 = _flow_lambda(sigmas[source])
+    h = lambda_t - lambda_s0
+    rks = []
+    for index in older:
+        _, _, lambda_si = _flow_lambda(sigmas[index])
+        rks.append((lambda_si - lambda_s0) / h)
+    rk_tensor = torch.tensor([*rks, 1.0], device=device)
+    hh = -h if predict_x0 else h
+    h_phi_1 = torch.expm1(hh)
+    h_phi_k = h_phi_1 / hh - 1
+    b_h = hh if solver_type == "bh1" else torch.expm1(hh)
+    rows, b_list = [], []
+    factorial = 1
+    for i in range(1, order + 1):
+        rows.append(torch.pow(rk_tensor, i - 1))
+        b_list.append(h_phi_k * factorial / b_h)
+        factorial *= i + 1
+        h_phi_k = h_phi_k / hh - 1 / factorial
+    r = torch.stack(rows)
+    b = torch.tensor(b_list, device=device)
+    rhos: torch.Tensor | None
+    rho_last: torch.Tensor | None = None
+    if corrector:
+        if order == 1:
+            weights = torch.tensor([0.5], dtype=dtype, device=device)
+        else:
+            weights = torch.linalg.solve(r, b).to(device).to(dtype)
+        rhos, rho_last = weights[:-1], weights[-1]
+    elif order == 1:
+        rhos = None
+    elif order == 2:
+        rhos = torch.tensor([0.5], dtype=dtype, device=device)
+    else:
+        rhos = torch.linalg.solve(r[:-1, :-1], b[:-1]).to(device).to(dtype)
+    if predict_x0:
+        scales = (sigma_t / sigma_s0, alpha_t * h_phi_1, alpha_t * b_h)
+    else:
+        scales = (alpha_t / alpha_s0, sigma_t * h_phi_1, sigma_t * b_h)
+    return UniPCUpdate(*scales, rks=tuple(rks), rhos=rhos, rho_last=rho_last)
+
+
+def _flow_lambda(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(alpha, sigma, log(alpha) - log(sigma))`` for a flow sigma."""
+    alpha = 1 - sigma
+    return alpha, sigma, torch.log(alpha) - torch.log(sigma)
+
+
+def apply_unipc_update(
+    update: UniPCUpdate,
+    x: torch.Tensor,
+    m0: torch.Tensor,
+    older: Sequence[torch.Tensor],
+    model_t: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One update: ``x`` (the sample, or for the corrector the sample before the last predictor) with the
+    newest converted model output ``m0``, the ``older`` ones (newest first) and, for the corrector, the
+    output ``model_t`` at the predicted sample. Latent ops and their order are the official ones."""
+    residual: torch.Tensor | int = 0
+    if update.rks:
+        stacked = torch.stack([(mi - m0) / rk for mi, rk in zip(older, update.rks, strict=True)], dim=1)
+        residual = torch.einsum("k,bkc...->bc...", update.rhos, stacked)
+    if model_t is not None:
+        assert update.rho_last is not None
+        residual = residual + update.rho_last * (model_t - m0)
+    out = update.scale_sample * x - update.scale_m0 * m0
+    return (out - update.scale_residual * residual).to(x.dtype)
 
 
 class FlowUniPCMultistepScheduler:
@@ -173,109 +308,32 @@ class FlowUniPCMultistepScheduler:
 
     # -- solver ---------------------------------------------------------------------------------
 
-    @staticmethod
-    def _lambda(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(alpha, sigma, log(alpha) - log(sigma))`` for a flow sigma."""
-        alpha = 1 - sigma
-        return alpha, sigma, torch.log(alpha) - torch.log(sigma)
+    def _update(self, target: int, order: int, corrector: bool, sample: torch.Tensor) -> UniPCUpdate:
+        return unipc_update(self.sigmas, target, order, corrector=corrector, predict_x0=self.predict_x0,
+                            solver_type=self.solver_type, device=sample.device, dtype=sample.dtype)
 
-    def _coefficients(
-        self, h: torch.Tensor, rks: list[Any], order: int, device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(R, b, h_phi_1, B_h, rks)`` of the UniPC B(h) linear system."""
-        rk_tensor = torch.tensor([*rks, 1.0], device=device)
-        hh = -h if self.predict_x0 else h
-        h_phi_1 = torch.expm1(hh)
-        h_phi_k = h_phi_1 / hh - 1
-        b_h = hh if self.solver_type == "bh1" else torch.expm1(hh)
-        rows, b = [], []
-        factorial = 1
-        for i in range(1, order + 1):
-            rows.append(torch.pow(rk_tensor, i - 1))
-            b.append(h_phi_k * factorial / b_h)
-            factorial *= i + 1
-            h_phi_k = h_phi_k / hh - 1 / factorial
-        return torch.stack(rows), torch.tensor(b, device=device), h_phi_1, b_h, rk_tensor
-
-    def _differences(
-        self, lambda_s0: torch.Tensor, h: torch.Tensor, order: int, index_of: Any
-    ) -> tuple[list[Any], list[torch.Tensor]]:
-        m0 = self.model_outputs[-1]
-        rks: list[Any] = []
-        d1s: list[torch.Tensor] = []
-        for i in range(1, order):
-            mi = self.model_outputs[-(i + 1)]
-            _, _, lambda_si = self._lambda(self.sigmas[index_of(i)])
-            rk = (lambda_si - lambda_s0) / h
-            rks.append(rk)
-            d1s.append((mi - m0) / rk)  # type: ignore[operator]
-        return rks, d1s
-
-    def _combine(
-        self,
-        x: torch.Tensor,
-        m0: torch.Tensor,
-        alpha_t: torch.Tensor,
-        sigma_t: torch.Tensor,
-        alpha_s0: torch.Tensor,
-        sigma_s0: torch.Tensor,
-        h_phi_1: torch.Tensor,
-        b_h: torch.Tensor,
-        residual: torch.Tensor | int,
-    ) -> torch.Tensor:
-        if self.predict_x0:
-            base = sigma_t / sigma_s0 * x - alpha_t * h_phi_1 * m0
-            out = base - alpha_t * b_h * residual
-        else:
-            base = alpha_t / alpha_s0 * x - sigma_t * h_phi_1 * m0
-            out = base - sigma_t * b_h * residual
-        return out.to(x.dtype)
+    def _older_outputs(self, order: int) -> list[torch.Tensor]:
+        return [self.model_outputs[-(i + 1)] for i in range(1, order)]  # type: ignore[misc]
 
     def _predict(self, sample: torch.Tensor, order: int) -> torch.Tensor:
         """UniP-B(h): ``sample`` at ``sigmas[i]`` -> sample at ``sigmas[i + 1]``."""
         assert self._step_index is not None
-        i = self._step_index
         m0 = self.model_outputs[-1]
         assert m0 is not None
-        alpha_t, sigma_t, lambda_t = self._lambda(self.sigmas[i + 1])
-        alpha_s0, sigma_s0, lambda_s0 = self._lambda(self.sigmas[i])
-        h = lambda_t - lambda_s0
-        rks, d1s = self._differences(lambda_s0, h, order, lambda k: i - k)
-        r, b, h_phi_1, b_h, _ = self._coefficients(h, rks, order, sample.device)
-        residual: torch.Tensor | int = 0
-        if d1s:
-            stacked = torch.stack(d1s, dim=1)
-            if order == 2:
-                rhos = torch.tensor([0.5], dtype=sample.dtype, device=sample.device)
-            else:
-                rhos = torch.linalg.solve(r[:-1, :-1], b[:-1]).to(sample.device).to(sample.dtype)
-            residual = torch.einsum("k,bkc...->bc...", rhos, stacked)
-        return self._combine(sample, m0, alpha_t, sigma_t, alpha_s0, sigma_s0, h_phi_1, b_h, residual)
+        update = self._update(self._step_index + 1, order, False, sample)
+        return apply_unipc_update(update, sample, m0, self._older_outputs(order))
 
     def _correct(
         self, model_t: torch.Tensor, last_sample: torch.Tensor, this_sample: torch.Tensor, order: int
     ) -> torch.Tensor:
         """UniC-B(h): refine ``this_sample`` with the model output evaluated at it."""
         assert self._step_index is not None
-        i = self._step_index
         m0 = self.model_outputs[-1]
         assert m0 is not None
-        alpha_t, sigma_t, lambda_t = self._lambda(self.sigmas[i])
-        alpha_s0, sigma_s0, lambda_s0 = self._lambda(self.sigmas[i - 1])
-        h = lambda_t - lambda_s0
-        rks, d1s = self._differences(lambda_s0, h, order, lambda k: i - (k + 1))
-        r, b, h_phi_1, b_h, _ = self._coefficients(h, rks, order, this_sample.device)
-        if order == 1:
-            rhos = torch.tensor([0.5], dtype=last_sample.dtype, device=this_sample.device)
-        else:
-            rhos = torch.linalg.solve(r, b).to(this_sample.device).to(last_sample.dtype)
-        corr: torch.Tensor | int = 0
-        if d1s:
-            corr = torch.einsum("k,bkc...->bc...", rhos[:-1], torch.stack(d1s, dim=1))
-        d1_t = model_t - m0
-        return self._combine(
-            last_sample, m0, alpha_t, sigma_t, alpha_s0, sigma_s0, h_phi_1, b_h, corr + rhos[-1] * d1_t
-        )
+        # The official corrector builds its weights on this_sample's device in last_sample's dtype.
+        update = unipc_update(self.sigmas, self._step_index, order, corrector=True, predict_x0=self.predict_x0,
+                              solver_type=self.solver_type, device=this_sample.device, dtype=last_sample.dtype)
+        return apply_unipc_update(update, last_sample, m0, self._older_outputs(order), model_t)
 
     def convert_model_output(self, model_output: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
         """Flow prediction -> x0 prediction (``predict_x0``) or noise prediction."""
