@@ -8,8 +8,12 @@ Meant for a lent GPU (random bf16 weights of the 14B model fit an H100); on a CP
     python bench/bench_full_size.py --device cpu --layers 2 --size 64x64 --frames 5 --steps 1
 
 Policies: gpu_resident (bf16, everything on the device), fp8_storage (layerwise fp8 weights),
-block_streaming (group offloading with a prefetch stream), chunked_ffn, and fp8 + block streaming (the
-24 GB setting). Each policy builds the model afresh on the CPU (so host RAM needs ~30 GB for 14B bf16).
+block_streaming (group offloading with a prefetch stream), chunked_ffn, fp8 + block streaming, and
+planned_24GiB: what ``models.memory.plan_memory`` picks for a card with 24 GiB free (its transformer
+part; the estimate is printed beside the measured peak). Each policy builds the model afresh, with its
+random weights drawn on the compute device (seconds on a GPU) and moved to the CPU for the streamed
+policies (host RAM needs ~30 GB for 14B bf16). The warm-up forward runs on one latent frame (plus the
+reference slots), so only the timed forward pays the full sequence.
 """
 
 from __future__ import annotations
@@ -24,29 +28,31 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.memory import MemoryPlan, apply_transformer_policies
+from models.memory import GIB, JobSize, MemoryPlan, apply_transformer_policies, plan_memory
 from models.r2v.transformer import FULL_SIZE_CONFIG, REFERENCE_SLOTS, build_transformer
 
 SIZES = {"480P": (480, 848), "540P": (544, 960), "720P": (720, 1280)}
 
 
-def build(layers: int, dtype: torch.dtype) -> torch.nn.Module:
+def build(layers: int, dtype: torch.dtype, device: str = "cpu") -> torch.nn.Module:
+    """The full-width transformer with ``layers`` blocks and N(0, 0.02) weights drawn on ``device``."""
     config = dict(FULL_SIZE_CONFIG, num_layers=layers)
     with torch.device("meta"):
         model = build_transformer(config, device="meta")
-    model = model.to_empty(device="cpu")
+    model = model.to(dtype).to_empty(device=device)
     # The rotary table is a plain tensor computed at construction: build it again off the meta device.
     model.rope = type(model.rope)(config["attention_head_dim"], tuple(config["patch_size"]),
-                                  config["rope_max_seq_len"])
-    generator = torch.Generator().manual_seed(0)
+                                  config["rope_max_seq_len"]).to(device)
+    generator = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.normal_(0.0, 0.02, generator=generator)
-    return model.to(dtype).eval()
+    return model.eval()
 
 
-def plans(device: str, dtype: torch.dtype) -> dict[str, MemoryPlan]:
+def plans(device: str, dtype: torch.dtype, job: JobSize) -> dict[str, MemoryPlan]:
     on_cuda = device.startswith("cuda")
+    planned = plan_memory(24 * GIB, job, device=device, compute_dtype=dtype, prefer_torchao=False)
     return {
         "gpu_resident": MemoryPlan(device=device, compute_dtype=dtype),
         "fp8_storage": MemoryPlan(device=device, compute_dtype=dtype, fp8="layerwise"),
@@ -54,7 +60,17 @@ def plans(device: str, dtype: torch.dtype) -> dict[str, MemoryPlan]:
         "chunked_ffn": MemoryPlan(device=device, compute_dtype=dtype, ffn_chunk_tokens=8192),
         "fp8+streaming": MemoryPlan(device=device, compute_dtype=dtype, fp8="layerwise", block_streaming=True,
                                     use_stream=on_cuda),
+        "planned_24GiB": planned,
     }
+
+
+def planned_transformer_bytes(plan: MemoryPlan, job: JobSize) -> int:
+    """The part of ``plan.estimated_peak_bytes`` that the transformer's forward accounts for."""
+    fp8 = plan.fp8 is not None
+    weights = job.transformer_bytes(fp8)
+    if plan.block_streaming:
+        weights = 2 * job.block_bytes(fp8) + weights // 100
+    return weights + job.activation_bytes(plan.ffn_chunk_tokens)
 
 
 def main() -> None:
@@ -79,25 +95,31 @@ def main() -> None:
     print(f"R2V transformer, {args.layers} layers, {height}x{width}, {args.frames} frames "
           f"-> {tokens} tokens, {dtype}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if on_cuda else ""))
-    chosen = plans(device, dtype)
+    job = JobSize.r2v(height, width, args.frames, num_layers=args.layers,
+                      transformer_params=14_288_491_584 * args.layers // 40)
+    chosen = plans(device, dtype, job)
+    print(f"planned_24GiB = {chosen['planned_24GiB'].describe()}")
     if args.policies != "all":
         chosen = {name: chosen[name] for name in args.policies.split(",")}
     generator = torch.Generator().manual_seed(1)
     latents = torch.randn(1, 16, latent_frames, height // 8, width // 8, generator=generator).to(device, dtype)
+    warm_latents = latents[:, :, : REFERENCE_SLOTS + 1].contiguous()
     context = torch.randn(1, 512, 4096, generator=generator).to(device, dtype)
     timestep = torch.tensor([500], device=device)
     baseline = None
     for name, plan in chosen.items():
-        model = build(args.layers, dtype)
-        if not plan.block_streaming:
-            model.to(device)
+        started = time.perf_counter()
+        model = build(args.layers, dtype, device if on_cuda else "cpu")
+        if plan.block_streaming:
+            model.to("cpu")
         apply_transformer_policies(model, plan)
+        setup = time.perf_counter() - started
         if on_cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats(device)
         try:
             with torch.no_grad():
-                model(latents, timestep, context, return_dict=False)  # warm-up
+                model(warm_latents, timestep, context, return_dict=False)  # warm-up, short sequence
                 if on_cuda:
                     torch.cuda.synchronize()
                 start = time.perf_counter()
@@ -108,7 +130,9 @@ def main() -> None:
             per_step = (time.perf_counter() - start) / args.steps
             peak = torch.cuda.max_memory_allocated(device) / 2**30 if on_cuda else float("nan")
             baseline = baseline or per_step
-            print(f"{name:16s} {per_step:8.2f} s/step  x{per_step / baseline:4.2f}  peak VRAM {peak:6.1f} GiB")
+            estimate = planned_transformer_bytes(plan, job) / GIB
+            print(f"{name:16s} {per_step:8.2f} s/step  x{per_step / baseline:4.2f}  peak VRAM {peak:6.1f} GiB "
+                  f"(estimated {estimate:5.1f} GiB; set-up {setup:5.1f} s)")
         except torch.cuda.OutOfMemoryError:
             print(f"{name:16s} out of memory")
         del model

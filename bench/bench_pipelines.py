@@ -7,7 +7,16 @@
    matching, scheduler arithmetic, MP4 encoding, checkpointing the pieces).
 3. Peak RSS against output length for extension and avatar (each run in a fresh process).
 
-Usage: ``.venv/bin/python bench/bench_pipelines.py [preview|overhead|rss]`` (default: all).
+4. ``fullres``: the same overhead measurement for one R2V render at an official size (default 720P
+   16:9, 5 s: 121 frames, 8 steps): tiny weights loaded from the tiny checkpoint's folder, so the
+   official bucket tables apply. Needs a GPU at 720P (the CPU's attention would hold 126k x 126k
+   scores); ``--resolution 480P --duration 1`` is a CPU smoke test. The model forwards are tiny, so this shows the absolute non-model cost of a full-size render
+   (scheduler arithmetic on 720P latents, previews, checkpoints, x264 at 720P); compare it with the
+   seconds per step of the 14B transformer from ``bench_full_size.py``.
+
+Usage: ``.venv/bin/python bench/bench_pipelines.py [preview|overhead|rss|fullres] [--device cuda]
+[--repeats N] [--resolution 720P] [--duration 5]`` (default: preview, overhead and rss on the CPU). On a GPU the timing hooks synchronise
+the device around every outermost module call, so queued kernels count inside the models.
 """
 
 from __future__ import annotations
@@ -27,12 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def bench_preview() -> None:
+def bench_preview(device: str = "cpu") -> None:
     import torch
 
     from models.pipeline_base import latent_preview_rgb
 
-    latents = torch.randn(1, 16, 21, 90, 160)
+    latents = torch.randn(1, 16, 21, 90, 160).to(device)
     for _ in range(5):
         latent_preview_rgb(latents)
     samples = []
@@ -40,7 +49,7 @@ def bench_preview() -> None:
         start = time.perf_counter()
         latent_preview_rgb(latents)
         samples.append((time.perf_counter() - start) * 1000)
-    print(f"latent preview 720p (90x160 latent): median {np.median(samples):.2f} ms, "
+    print(f"latent preview 720p (90x160 latent) on {device}: median {np.median(samples):.2f} ms, "
           f"p95 {np.percentile(samples, 95):.2f} ms (target <= 2 ms)")
 
 
@@ -76,58 +85,118 @@ def _request(task: str, folder: Path, files: dict[str, str], seed: int, **extra)
                          **common, **extra)
 
 
-def bench_overhead(repeats: int = 7) -> None:
+def _timing_hooks(device: str, inside: list[float]) -> list:
+    """Global forward hooks adding the time of every outermost ``nn.Module`` call to ``inside[0]``.
+
+    Wrappers such as the Wan VAE call deep submodules directly, so every module counts; only the
+    outermost call is timed. On a GPU the device is synchronised around it, so the kernels a call
+    queues count inside the call and not in the glue after it.
+    """
+    import torch
     from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    depth = [0]
+    starts: list[float] = []
+
+    def pre(module, args):
+        if depth[0] == 0:
+            sync()
+            starts.append(time.perf_counter())
+        depth[0] += 1
+
+    def post(module, args, output):
+        depth[0] -= 1
+        if depth[0] == 0:
+            sync()
+            inside[0] += time.perf_counter() - starts.pop()
+
+    return [register_module_forward_pre_hook(pre), register_module_forward_hook(post)]
+
+
+def _measure(backend, make_request, seeds: range, device: str) -> tuple[list[float], list[float]]:
+    """Wall time and time inside model forwards of one render per seed (new seeds: a render finished
+    before would only be re-assembled)."""
+    walls, insides = [], []
+    for seed in seeds:
+        inside = [0.0]
+        handles = _timing_hooks(device, inside)
+        start = time.perf_counter()
+        backend.render(make_request(seed), lambda e: None, threading.Event())
+        walls.append(time.perf_counter() - start)
+        insides.append(inside[0])
+        for handle in handles:
+            handle.remove()
+    return walls, insides
+
+
+def _report(task: str, walls: list[float], insides: list[float], note: str = "target <= 5 %") -> None:
+    shares = sorted((w - i) / w for w, i in zip(walls, insides, strict=True))
+    median = len(shares) // 2
+    overhead_ms = sorted((w - i) * 1000 for w, i in zip(walls, insides, strict=True))
+    print(f"{task:24s} warm render median {np.median(walls):6.2f} s, inside model forwards "
+          f"{np.median(insides):6.2f} s, overhead median {shares[median]:5.1%} "
+          f"(min {shares[0]:5.1%}, max {shares[-1]:5.1%}; {overhead_ms[median]:.0f} ms a render; "
+          f"{len(walls)} renders; {note})")
+
+
+def bench_overhead(repeats: int = 7, device: str = "cpu") -> None:
     from models.backend import LocalBackend
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         files = _inputs(folder)
-        backend = LocalBackend(device="cpu")
+        backend = LocalBackend(device=device)
         for task in ("reference_to_video", "talking_avatar", "single_shot_extension"):
             backend.render(_request(task, folder, files, seed=1), lambda e: None, threading.Event())  # load
-            walls, insides = [], []
-            for repeat in range(repeats):
-                inside = [0.0]
-                depth = [0]
-                starts: list[float] = []
-
-                def pre(module, args, _depth=depth, _starts=starts):
-                    if _depth[0] == 0:
-                        _starts.append(time.perf_counter())
-                    _depth[0] += 1
-
-                def post(module, args, output, _depth=depth, _starts=starts, _inside=inside):
-                    _depth[0] -= 1
-                    if _depth[0] == 0:
-                        _inside[0] += time.perf_counter() - _starts.pop()
-
-                # Global hooks: every nn.Module call counts (wrappers such as the Wan VAE call deep
-                # submodules directly); only the outermost call is timed.
-                handles = [register_module_forward_pre_hook(pre), register_module_forward_hook(post)]
-                start = time.perf_counter()
-                backend.render(_request(task, folder, files, seed=2 + repeat), lambda e: None, threading.Event())
-                walls.append(time.perf_counter() - start)
-                insides.append(inside[0])
-                for handle in handles:
-                    handle.remove()
+            walls, insides = _measure(backend, lambda seed, t=task: _request(t, folder, files, seed=seed),
+                                      range(2, 2 + repeats), device)
             plain = []  # the same renders without the hooks: what the timing hooks themselves cost
             for repeat in range(repeats):
-                start = time.perf_counter()  # new seeds: a finished render would only be re-assembled
+                start = time.perf_counter()
                 backend.render(_request(task, folder, files, seed=100 + repeat), lambda e: None, threading.Event())
                 plain.append(time.perf_counter() - start)
             extra = _request(task, folder, files, seed=99)
             parts = _overhead_parts(lambda request=extra: backend.render(request, lambda e: None, threading.Event()))
-            shares = sorted((w - i) / w for w, i in zip(walls, insides, strict=True))
-            median = len(shares) // 2
-            print(f"{task:24s} warm render median {np.median(walls):5.2f} s, inside model forwards "
-                  f"{np.median(insides):5.2f} s, overhead median {shares[median]:5.1%} "
-                  f"(min {shares[0]:5.1%}, max {shares[-1]:5.1%}; {repeats} renders; target <= 5 %)")
+            _report(task, walls, insides)
             print(f"    without the timing hooks the render takes {np.median(plain):5.2f} s (median): the hooks add "
                   f"{(np.median(walls) - np.median(plain)) * 1000:4.0f} ms, mostly inside the model calls")
             print("    where the time outside the models goes (one more render): " +
                   ", ".join(f"{label} {seconds * 1000:.1f} ms" for label, seconds in parts.items()))
+
+
+def bench_overhead_full_resolution(repeats: int = 3, device: str = "cpu", resolution: str = "720P",
+                                   duration: int = 5) -> None:
+    """One R2V job at an official 16:9 size (final preset: 8 steps), with tiny weights."""
+    from PIL import Image
+
+    from core.generation import RenderRequest, Task
+    from models.backend import LocalBackend
+    from models.tiny import tiny_checkpoint
+
+    folder_of_weights = str(tiny_checkpoint(Task.REFERENCE_TO_VIDEO))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        rng = np.random.default_rng(0)
+        Image.fromarray((rng.random((720, 1280, 3)) * 255).astype(np.uint8)).save(folder / "ref.png")
+
+        def request(seed: int) -> RenderRequest:
+            return RenderRequest(task=Task.REFERENCE_TO_VIDEO, reference_images=(str(folder / "ref.png"),),
+                                 prompt="a person walks", duration_s=duration, resolution=resolution,
+                                 aspect="16:9",
+                                 seed=seed, model=folder_of_weights, output_path=str(folder / f"out-{seed}.mp4"),
+                                 work_dir=str(folder / f"work-{seed}"))
+
+        backend = LocalBackend(device=device)
+        backend.render(request(1), lambda e: None, threading.Event())  # load + warm
+        walls, insides = _measure(backend, request, range(2, 2 + repeats), device)
+        result = backend.render(request(50), lambda e: None, threading.Event())
+        parts = _overhead_parts(lambda: backend.render(request(51), lambda e: None, threading.Event()))
+        print(f"R2V {resolution} 16:9, {duration} s: {result.num_frames} frames {result.width}x{result.height}, tiny weights, "
+              f"{device}")
+        _report(f"reference_to_video {resolution}", walls, insides, note="tiny forwards: the absolute ms is the figure")
+        print("    where the time outside the models goes (one more render): " +
+              ", ".join(f"{label} {seconds * 1000:.1f} ms" for label, seconds in parts.items()))
 
 
 def _overhead_parts(render) -> dict[str, float]:
@@ -242,14 +311,38 @@ def bench_rss() -> None:
                       f"(all frames at once would be {data['all_frames_mib']:6.1f} MiB), {data['seconds']:6.1f} s")
 
 
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("which", nargs="*", help="preview, overhead, rss, fullres (default: the first three)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (rss always runs on the CPU)")
+    parser.add_argument("--repeats", type=int, default=None, help="renders per figure (default 7; fullres 3)")
+    parser.add_argument("--resolution", default="720P", help="fullres: 480P, 540P or 720P")
+    parser.add_argument("--duration", type=int, default=5, help="fullres: seconds")
+    args = parser.parse_args()
+    which = args.which or ["preview", "overhead", "rss"]
+    unknown = set(which) - {"preview", "overhead", "rss", "fullres"}
+    if unknown:
+        parser.error(f"unknown figures: {', '.join(sorted(unknown))}")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.exit("no CUDA GPU here: run with --device cpu")
+        print(f"device: {torch.cuda.get_device_name(args.device)}")
+    if "preview" in which:
+        bench_preview(args.device)
+    if "overhead" in which:
+        bench_overhead(args.repeats or 7, args.device)
+    if "fullres" in which:
+        bench_overhead_full_resolution(args.repeats or 3, args.device, args.resolution, args.duration)
+    if "rss" in which:
+        bench_rss()
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["_rss"]:
         _rss_child(sys.argv[2], sys.argv[3])
         sys.exit(0)
-    which = sys.argv[1:] or ["preview", "overhead", "rss"]
-    if "preview" in which:
-        bench_preview()
-    if "overhead" in which:
-        bench_overhead()
-    if "rss" in which:
-        bench_rss()
+    main()

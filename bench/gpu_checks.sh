@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The checks to run when a GPU machine is lent to a session, in one call (figures go in the note).
+#
+#   bash bench/gpu_checks.sh            # on the GPU machine, from the repository root
+#
+# Stages, most valuable first, each under its own time limit so that one failure or overrun still
+# leaves the others' figures:
+#   1. the CUDA-only tests (block streaming with a prefetch stream, fp8 storage in bf16);
+#   2. the full-size 14B R2V transformer at 720P, 5 s (121 frames): bf16 all on the GPU against the
+#      plan chosen for a 24 GiB card (seconds per step, peak VRAM, the planner's estimate);
+#   3. pipeline figures on the GPU: latent preview, overhead beyond the model forwards (tiny models),
+#      and one R2V render at the official 720P size with tiny weights (absolute non-model cost);
+#   4. the other memory policies of stage 2 (fp8 storage, block streaming).
+# Python packages the machine lacks travel as wheels in .whl/ (installed into /tmp/site first).
+set -u
+export PYTHONUNBUFFERED=1
+log=${OUT:-/tmp}/gpu_checks.log
+: >"$log"
+say() { echo "$@" | tee -a "$log"; }
+stage() {
+    local limit=$1
+    shift
+    say "=== $* (limit ${limit} s)"
+    local started=$SECONDS
+    timeout "$limit" "$@" 2>&1 | tee -a "$log"
+    say "=== exit ${PIPESTATUS[0]} after $((SECONDS - started)) s"
+}
+wheels=${WHEELS:-.whl}
+if [ -d "$wheels" ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        "$wheels"/*.whl 2>&1 | tail -3
+    export PYTHONPATH=/tmp/site
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$log"
+python3 -c "import torch, diffusers, transformers, av; print('torch', torch.__version__, 'diffusers',
+diffusers.__version__, 'transformers', transformers.__version__, 'av', av.__version__)" 2>&1 | tee -a "$log"
+stage 90 python3 -m pytest -q -p no:cacheprovider -m gpu tests/models/test_memory.py
+stage 200 python3 bench/bench_full_size.py --device cuda --frames 121 --steps 1 \
+    --policies gpu_resident,planned_24GiB
+stage 150 python3 bench/bench_pipelines.py preview overhead fullres --device cuda --repeats 3
+stage 110 python3 bench/bench_full_size.py --device cuda --frames 121 --steps 1 \
+    --policies fp8_storage,block_streaming
+say "=== total $SECONDS s"
