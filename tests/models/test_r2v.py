@@ -187,6 +187,17 @@ def test_letterbox_pads_with_white_and_keeps_the_picture_centred() -> None:
     assert np.abs(boxed[32].astype(int) - [10, 20, 30]).max() <= 2
 
 
+def test_uint8_frames_round_on_the_device_as_numpy_does() -> None:
+    # Values whose x255 lands exactly on a half (ties go to even), on 0 and 1, and out of range.
+    halves = (torch.arange(256, dtype=torch.float32) + 0.5) / 255 * 2 - 1
+    rest = torch.rand(3 * 4 * 5 * 7, generator=torch.Generator().manual_seed(3)) * 2.4 - 1.2
+    values = torch.cat([halves, torch.tensor([-1.0, 1.0, -1.5, 1.5, 0.0]), rest])
+    values = values[: 3 * (len(values) // 3)].reshape(1, 3, -1, 1, 1)
+    reference = (values[0].permute(1, 2, 3, 0).float() / 2 + 0.5).clamp(0, 1).numpy()
+    reference = (reference * 255).round().astype(np.uint8)  # diffusers' numpy postprocessing
+    assert np.array_equal(to_uint8_frames(values), reference)
+
+
 def test_streaming_decode_equals_the_vae_decode(pipeline: ReferenceToVideoPipeline) -> None:
     vae = pipeline.components.vae
     z = torch.randn(1, 16, 3, 3, 5, generator=torch.Generator().manual_seed(0))
