@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -132,21 +132,29 @@ class PieceStore:
     ) -> Path:
         """Checkpoint a piece. ``encoder`` (from :meth:`start_playable`, fed with exactly ``frames``)
         has been encoding the playable MP4 while the frames were decoded; it is finished here."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save as tensors_to_bytes
 
         self.folder.mkdir(parents=True, exist_ok=True)
         frames = np.ascontiguousarray(frames, dtype=np.uint8)
-        if state:
-            tmp_state = self._path(index, ".state.tmp")
-            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp_state))
-            os.replace(tmp_state, self._path(index, ".state.safetensors"))
-        playable = encoder.close() if encoder is not None else self._write_playable(index, frames)
-        tmp = self._path(index, ".tmp.npy")
-        with open(tmp, "wb") as handle:
-            np.save(handle, frames)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # The .npy lands last: its presence marks the piece complete.
+        # The encoder thread learns that the piece is complete and flushes the MP4 while the exact frames
+        # and the state are written and synced here; then it is waited for (issue 5: the disk writes
+        # overlap the encoder's tail instead of following it).
+        if encoder is not None:
+            encoder.end_input()
+        tmp_state, tmp = self._path(index, ".state.tmp"), self._path(index, ".tmp.npy")
+        try:
+            if state:
+                data = tensors_to_bytes({k: v.detach().cpu().contiguous() for k, v in state.items()})
+                _write_synced(tmp_state, lambda handle: handle.write(data))
+                os.replace(tmp_state, self._path(index, ".state.safetensors"))
+            _write_synced(tmp, lambda handle: np.save(handle, frames))
+            playable = encoder.close() if encoder is not None else self._write_playable(index, frames)
+        except BaseException:
+            tmp_state.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
+            raise
+        # The .npy lands last, once every other file of the piece is complete: its presence marks the
+        # piece finished.
         os.replace(tmp, self._path(index, ".npy"))
         self._remember(index, frames)
         return playable or self._path(index, ".npy")
@@ -229,6 +237,14 @@ class PieceStore:
             self.folder.rmdir()
 
 
+def _write_synced(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write a file and wait until its bytes are on the disk (fsync)."""
+    with open(path, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 _END = object()
 
 
@@ -236,8 +252,10 @@ class PlayableEncoder:
     """Encodes one piece's MP4 on a background thread from frame groups handed in as they are decoded,
     so the encoding (which releases the GIL) overlaps the decoding of the next group.
 
-    ``put`` never blocks; :meth:`close` waits for the file and re-raises an encoder error; :meth:`abort`
-    stops and removes the partial file. The frames handed in must not be modified afterwards.
+    ``put`` never blocks; :meth:`end_input` lets the encoder finish the file while the caller does other
+    work; :meth:`close` waits for the file and re-raises an encoder error; :meth:`abort` stops and
+    removes the partial file (after :meth:`end_input` the file may already be complete). The frames
+    handed in must not be modified afterwards.
     """
 
     def __init__(self, path: Path, fps: int) -> None:
@@ -246,6 +264,7 @@ class PlayableEncoder:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._aborted = False
+        self._ended = False
         self._thread = threading.Thread(target=self._run, name=f"encode-{path.stem}", daemon=True)
         self._thread.start()
 
@@ -253,8 +272,14 @@ class PlayableEncoder:
         if len(frames):
             self._queue.put(frames)
 
+    def end_input(self) -> None:
+        """No more frames: the encoder flushes and finishes the file (:meth:`close` waits for it)."""
+        if not self._ended:
+            self._ended = True
+            self._queue.put(_END)
+
     def close(self) -> Path:
-        self._queue.put(_END)
+        self.end_input()
         self._thread.join()
         if self._error is not None:
             raise self._error
@@ -262,6 +287,7 @@ class PlayableEncoder:
 
     def abort(self) -> None:
         self._aborted = True
+        self._ended = True
         self._queue.put(_END)
         self._thread.join()
 

@@ -247,6 +247,38 @@ def test_resume_from_last_finished_piece_equals_uninterrupted(single, six_second
     np.testing.assert_array_equal(resumed.frames, full.frames)
 
 
+class _Killed(BaseException):
+    """Stands for the process being killed at that point: the files stay as they are."""
+
+
+def test_kill_between_a_pieces_files_and_its_marker_resumes_with_identical_frames(
+    single, six_seconds, tmp_path, monkeypatch
+):
+    import models.pipeline_base as base
+
+    request, fingerprint, full, _ = six_seconds
+    real_replace = base.os.replace
+
+    def replace(source, target):
+        if str(target).endswith("piece_0001.npy"):  # piece 1's frames, state and MP4 are written
+            raise _Killed
+        real_replace(source, target)
+
+    store = PieceStore(tmp_path, fingerprint, 24)
+    monkeypatch.setattr(base.os, "replace", replace)
+    with pytest.raises(_Killed):
+        single(prepare_request(request), RunContext(pieces=store))
+    monkeypatch.setattr(base.os, "replace", real_replace)
+    assert store.finished_indices() == [0]
+
+    events: list[object] = []
+    resumed = single(prepare_request(request), RunContext(emit=events.append, pieces=store))
+    assert resumed.resumed_pieces == [0]
+    assert [e.piece for e in events if isinstance(e, PieceFinished)] == [1]
+    np.testing.assert_array_equal(resumed.frames, full.frames)
+    assert store.finished_indices() == [0, 1]
+
+
 def test_shot_switching_is_deterministic_and_seeded(shot, media):
     request = _request(media, mode=ExtensionMode.SHOT_SWITCHING, duration=2, transition=Transition.CUT_IN)
     first = shot(prepare_request(request)).frames

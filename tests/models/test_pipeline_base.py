@@ -125,3 +125,55 @@ def test_encoder_failure_fails_the_piece_instead_of_checkpointing_it(tmp_path):
             sink.finish()
     assert store.finished_indices() == []
     assert not [p for p in store.folder.iterdir() if p.suffix == ".mp4"]
+
+
+class _Killed(BaseException):
+    """Stands for the process being killed at that point: the files stay as they are."""
+
+
+def test_piece_killed_between_its_files_and_its_marker_is_not_finished(tmp_path, monkeypatch):
+    import models.pipeline_base as base
+
+    store = PieceStore(tmp_path, "abc", fps=24)
+    events = []
+    ctx = RunContext(events.append, pieces=store)
+    frames = _numbered(0, 6)
+    real_replace = base.os.replace
+
+    def replace(source, target):
+        if str(target).endswith("piece_0000.npy"):
+            raise _Killed
+        real_replace(source, target)
+
+    monkeypatch.setattr(base.os, "replace", replace)
+    with pytest.raises(_Killed):
+        ctx.piece_finished(0, 1, frames, {"tail": torch.ones(3)})
+    monkeypatch.setattr(base.os, "replace", real_replace)
+    # Frames, state and MP4 are on disk, the marker is not: the piece is not finished, not announced.
+    names = {p.name for p in store.folder.iterdir()}
+    assert {"piece_0000.tmp.npy", "piece_0000.state.safetensors", "piece_0000.mp4"} <= names
+    assert not any(isinstance(e, PieceFinished) for e in events)
+    again = PieceStore(tmp_path, "abc", fps=24)
+    assert again.finished_indices() == [] and again.load(0) is None and again.playable(0) is None
+    # Rendering it again finishes it with the same frames.
+    RunContext(pieces=again).piece_finished(0, 1, frames, {"tail": torch.ones(3)})
+    piece = PieceStore(tmp_path, "abc", fps=24).load(0)
+    assert piece is not None and np.array_equal(piece.frames, frames)
+    assert torch.equal(piece.state["tail"], torch.ones(3))
+
+
+def test_piece_announced_only_once_every_file_is_there(tmp_path):
+    store = PieceStore(tmp_path, "abc", fps=24)
+    seen = []
+
+    def emit(event):
+        if isinstance(event, PieceFinished):
+            state = store.folder / "piece_0002.state.safetensors"
+            seen.append((store.finished_indices(), store.playable(event.piece), state.exists()))
+
+    ctx = RunContext(emit, pieces=store)
+    with ctx.begin_piece(2, 3) as sink:
+        sink.add(_numbered(0, 4))
+        sink.add(_numbered(4, 4))
+        sink.finish({"tail": torch.zeros(2)})
+    assert seen == [([2], store.folder / "piece_0002.mp4", True)]
