@@ -36,6 +36,7 @@ from core.generation import (
     RequestInvalid,
     Task,
 )
+from models.input_cache import InputCache
 from models.pipeline_base import PieceStore, RunContext, request_fingerprint
 from models.render_output import PieceOutput
 from models.tiny import TINY, tiny_bucket_tables, tiny_checkpoint
@@ -72,6 +73,8 @@ class LocalBackend:
         self.tiny_dir = tiny_dir
         self._loaded: _Loaded | None = None
         self._validated: tuple[RenderRequest, tuple[Any, ...], Any] | None = None
+        # Decoded inputs of recent jobs: another seed of the same shot does not decode its files again.
+        self._inputs = InputCache()
         self._lock = threading.Lock()
 
     # -- protocol -------------------------------------------------------------------------------
@@ -222,7 +225,7 @@ class LocalBackend:
             from models.r2v.pipeline import R2VRequest, validate_request
 
             r2v = R2VRequest.from_render_request(request)
-            return r2v, validate_request(r2v)
+            return r2v, validate_request(r2v, self._inputs)
         if request.task in (Task.SINGLE_SHOT_EXTENSION, Task.SHOT_SWITCHING_EXTENSION):
             from models.extension.pipeline import ExtensionRequest, prepare_request
 
@@ -230,12 +233,12 @@ class LocalBackend:
             if request.model == TINY and extension.bucket_table is None:
                 table = tiny_bucket_tables(request.task)[extension.resolution]
                 extension = dataclasses.replace(extension, bucket_table=dict(table))
-            return extension, prepare_request(extension)
+            return extension, prepare_request(extension, self._inputs)
         from models.avatar.pipeline import AvatarRequest
         from models.avatar.pipeline import validate_request as validate_avatar
 
         avatar = AvatarRequest.from_render_request(request)
-        return avatar, validate_avatar(avatar)
+        return avatar, validate_avatar(avatar, self._inputs)
 
     def _run(self, request: RenderRequest, prepared: Any, ctx: RunContext) -> RenderResult:
         import torch

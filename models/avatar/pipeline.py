@@ -62,6 +62,7 @@ from models.avatar.transformer import AvatarTransformer, AvatarTransformerConfig
 from models.avatar.wav2vec2 import FOLDER as WAV2VEC2_DIR
 from models.avatar.wav2vec2 import audio_embedding, load_wav2vec2
 from models.buckets import closest_key
+from models.input_cache import InputCache, read_through
 from models.pipeline_base import (
     NoiseSource,
     NullPlacement,
@@ -204,8 +205,9 @@ class AvatarInputs:
         return avatar_audio.video_frames_for(len(self.speech))
 
 
-def validate_request(request: AvatarRequest) -> AvatarInputs:
-    """Check a request completely (no model loads) and return its decoded inputs.
+def validate_request(request: AvatarRequest, cache: InputCache | None = None) -> AvatarInputs:
+    """Check a request completely (no model loads) and return its decoded inputs (through ``cache`` when
+    given: unchanged files are decoded once for several renders).
 
     Raises:
         RequestInvalid: with a message naming what to change.
@@ -241,8 +243,11 @@ def validate_request(request: AvatarRequest) -> AvatarInputs:
             f"The audio region is {request.audio_end_s - request.audio_start_s:.1f} s long; the talking avatar "
             f"accepts at most {avatar_audio.MAX_SECONDS:g} s. Pick a shorter region."
         )
-    portrait = load_portrait(request.portrait)
-    speech = prepare_audio(request.audio, request.audio_start_s, request.audio_end_s)
+    portrait = read_through(cache, ("portrait", request.portrait), [request.portrait],
+                            lambda: load_portrait(request.portrait))
+    start, end = request.audio_start_s, request.audio_end_s
+    speech = read_through(cache, ("speech", request.audio, start, end), [request.audio],
+                          lambda: prepare_audio(request.audio, start, end))
     return AvatarInputs(portrait=portrait, speech=speech)
 
 

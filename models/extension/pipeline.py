@@ -45,6 +45,7 @@ from core.generation import ModelsMissing, RenderRequest, RequestInvalid, Transi
 from models.buckets import ASPECT_RATIO_CONFIG, BucketTable, closest_key, round_down_16
 from models.extension.transformer import ExtensionTransformer
 from models.extension.transitions import compose_prompt
+from models.input_cache import InputCache, read_through
 from models.pipeline_base import RunContext, TextEmbeddingCache
 
 FPS = 24
@@ -275,8 +276,9 @@ def model_to_pixels(video: torch.Tensor) -> np.ndarray:
     return (video.permute(1, 2, 3, 0) * 255).to(torch.uint8).cpu().numpy()
 
 
-def prepare_request(request: ExtensionRequest) -> PreparedInput:
-    """Validate everything that can be checked without a model and read the condition frames.
+def prepare_request(request: ExtensionRequest, cache: InputCache | None = None) -> PreparedInput:
+    """Validate everything that can be checked without a model and read the condition frames (through
+    ``cache`` when given: an unchanged clip is decoded once for several renders).
 
     Raises:
         RequestInvalid: with a message naming what to change.
@@ -313,7 +315,8 @@ def prepare_request(request: ExtensionRequest) -> PreparedInput:
     prompt = request.model_prompt()  # raises on a tag that contradicts the transition
 
     needed = request.condition_frames
-    frames, total = read_tail_frames(request.input_video, needed)
+    path = request.input_video
+    frames, total = read_through(cache, ("tail_frames", path, needed), [path], lambda: read_tail_frames(path, needed))
     if total < needed:
         raise RequestInvalid(
             f"The clip {Path(request.input_video).name} is too short to extend: it has {total} frames, "

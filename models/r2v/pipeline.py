@@ -44,6 +44,7 @@ from PIL import Image, ImageOps
 
 from core.generation import Quality, RenderRequest, RequestInvalid, Task
 from models.buckets import ASPECTS, RESOLUTIONS, Bucket, BucketTable, select_bucket
+from models.input_cache import InputCache, read_through
 from models.pipeline_base import (
     NoiseSource,
     NullPlacement,
@@ -149,8 +150,9 @@ class R2VRequest:
         )
 
 
-def validate_request(request: R2VRequest) -> list[Image.Image]:
-    """Check a request completely (nothing loads a model) and return its reference images (RGB).
+def validate_request(request: R2VRequest, cache: InputCache | None = None) -> list[Image.Image]:
+    """Check a request completely (nothing loads a model) and return its reference images (RGB), read
+    through ``cache`` when given (shared with other renders: not to be modified).
 
     Raises:
         RequestInvalid: with a message naming what to change.
@@ -188,7 +190,10 @@ def validate_request(request: R2VRequest) -> list[Image.Image]:
             raise RequestInvalid(f"{name.replace('_', ' ')} must be a number of at least 0; got {value!r}.")
     if not isinstance(request.seed, int) or not 0 <= request.seed < 2**63:
         raise RequestInvalid(f"The seed must be a whole number from 0 to 2^63-1; got {request.seed!r}.")
-    return [load_reference_image(path, index) for index, path in enumerate(request.reference_images)]
+    return [
+        read_through(cache, ("reference", path), [path], lambda path=path, index=index: load_reference_image(path, index))
+        for index, path in enumerate(request.reference_images)
+    ]
 
 
 def load_reference_image(path: str, index: int = 0) -> Image.Image:
