@@ -100,16 +100,13 @@ def _cached_update(
 ) -> UniPCUpdate:
     sigmas = torch.frombuffer(bytearray(grid_bytes), dtype=torch.float32, count=length)
     # The official scalar arithmetic, op for op: float32 0-d tensors on the CPU, the weights on `device`.
-    if corrector:
-        source, older = target - 1, [target - (k + 1) for k in range(1, order)]
-    else:
-        source, older = target - 1, [target - 1 - k for k in range(1, order)]
+    # Both updates step from sigmas[target - 1]; the older outputs belong to target - 2, target - 3 ...
     alpha_t, sigma_t, lambda_t = _flow_lambda(sigmas[target])
-    alpha_s0, sigma_s0, lambda_s0 = _flow_lambda(sigmas[source])
+    alpha_s0, sigma_s0, lambda_s0 = _flow_lambda(sigmas[target - 1])
     h = lambda_t - lambda_s0
     rks = []
-    for index in older:
-        _, _, lambda_si = _flow_lambda(sigmas[index])
+    for k in range(1, order):
+        _, _, lambda_si = _flow_lambda(sigmas[target - 1 - k])
         rks.append((lambda_si - lambda_s0) / h)
     rk_tensor = torch.tensor([*rks, 1.0], device=device)
     hh = -h if predict_x0 else h
