@@ -37,7 +37,7 @@ from core.generation import (
     Task,
 )
 from models.input_cache import InputCache
-from models.pipeline_base import PieceStore, RunContext, request_fingerprint
+from models.pipeline_base import PieceStore, RunContext, encoder_threads_for, request_fingerprint
 from models.render_output import PieceOutput
 from models.tiny import TINY, tiny_bucket_tables, tiny_checkpoint
 
@@ -101,7 +101,8 @@ class LocalBackend:
             task_request = self._prepare(request)
         fps = FPS.get(request.task, DEFAULT_FPS)
         timer = _StepTimer(emit)
-        ctx = RunContext(timer, cancel, PieceStore(request.work_dir, fingerprint(request), fps))
+        store = PieceStore(request.work_dir, fingerprint(request), fps, encoder_threads=self._encoder_threads(request))
+        ctx = RunContext(timer, cancel, store)
         Path(request.output_path).parent.mkdir(parents=True, exist_ok=True)
         reused = self._reassemble(request, task_request, ctx)
         if reused is not None:
@@ -193,6 +194,12 @@ class LocalBackend:
             pass
 
     # -- helpers --------------------------------------------------------------------------------
+    def _encoder_threads(self, request: RenderRequest) -> int:
+        try:
+            return encoder_threads_for(self._device(request))
+        except RequestInvalid:  # no CUDA here: a finished render may still be re-assembled; _run reports it
+            return 1
+
     def _device(self, request: RenderRequest) -> Any:
         import torch
 

@@ -96,9 +96,12 @@ class PieceStore:
     changed request never resumes from stale pieces.
     """
 
-    def __init__(self, work_dir: str | os.PathLike[str], fingerprint: str, fps: int) -> None:
+    def __init__(
+        self, work_dir: str | os.PathLike[str], fingerprint: str, fps: int, *, encoder_threads: int = 1
+    ) -> None:
         self.folder = Path(work_dir) / f"pieces-{fingerprint}"
         self.fps = fps
+        self.encoder_threads = encoder_threads  # x264 threads of the playable MP4s (see encoder_threads_for)
         self._handed: tuple[int, int, np.ndarray] | None = None
 
     def _remember(self, index: int, frames: np.ndarray) -> None:
@@ -166,7 +169,7 @@ class PieceStore:
         except ImportError:
             return None
         self.folder.mkdir(parents=True, exist_ok=True)
-        return PlayableEncoder(self._path(index, ".mp4"), self.fps)
+        return PlayableEncoder(self._path(index, ".mp4"), self.fps, threads=self.encoder_threads)
 
     def _write_playable(self, index: int, frames: np.ndarray) -> Path | None:
         try:
@@ -248,6 +251,19 @@ def _write_synced(path: Path, write: Callable[[BinaryIO], object]) -> None:
 _END = object()
 
 
+def encoder_threads_for(device: str | torch.device) -> int:
+    """x264 threads for the playable MP4s of a render computing on ``device``.
+
+    Beside a CPU render one thread, so the encoder never takes cores from the model. Beside a GPU
+    render the CPU mostly waits for the GPU: up to 4 threads (half the cores), so that the 720P frames
+    of a piece (36 ms a frame on one thread) are encoded while the VAE decodes the next ones instead of
+    after them. x264 is deterministic for a given thread count.
+    """
+    if torch.device(device).type == "cpu":
+        return 1
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
 class PlayableEncoder:
     """Encodes one piece's MP4 on a background thread from frame groups handed in as they are decoded,
     so the encoding (which releases the GIL) overlaps the decoding of the next group.
@@ -258,9 +274,10 @@ class PlayableEncoder:
     handed in must not be modified afterwards.
     """
 
-    def __init__(self, path: Path, fps: int) -> None:
+    def __init__(self, path: Path, fps: int, *, threads: int = 1) -> None:
         self.path = path
         self.fps = fps
+        self.threads = threads
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._aborted = False
@@ -301,8 +318,7 @@ class PlayableEncoder:
                 if frames is _END or self._aborted:
                     break
                 if writer is None:
-                    # One encoder thread: this runs beside the render, which has the cores.
-                    writer = VideoWriter(self.path, self.fps, frames.shape[2], frames.shape[1], threads=1)
+                    writer = VideoWriter(self.path, self.fps, frames.shape[2], frames.shape[1], threads=self.threads)
                 for frame in frames:
                     writer.write_frame(frame)
             if writer is not None:

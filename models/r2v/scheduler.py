@@ -6,7 +6,7 @@ update (logs, ``expm1``, a 2x2 ``torch.linalg.solve``, small tensors made from P
 step, ~0.45 ms of Python per step on small latents (issue 5). Those factors depend only on the sigma
 grid, so this subclass takes them from :func:`models.wan.scheduler.unipc_update` (computed once per grid,
 with the same scalar arithmetic) and runs the same latent ops in the same order: results are bit for bit
-diffusers' (tests/models/test_r2v_scheduler.py compares whole schedules with ``torch.equal``).
+diffusers' (tests/models/test_schedulers.py compares whole schedules with ``torch.equal``).
 
 Configurations outside the R2V one (another prediction type, thresholding, ``solver_p``) fall back to
 diffusers' own ``step``.

@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from core.generation import PieceFinished, Preview, Progress, RenderCancelled
-from models.pipeline_base import PieceStore, RunContext, latent_preview_rgb, request_fingerprint
+from models.pipeline_base import (
+    PieceStore,
+    RunContext,
+    encoder_threads_for,
+    latent_preview_rgb,
+    request_fingerprint,
+)
 
 
 def test_latent_preview_shape_and_range():
@@ -99,6 +105,27 @@ def test_piece_sink_streams_groups_skips_and_limits(tmp_path):
         assert [read_frame_number(f) for f in reader.iter_frames()] == list(range(6, 26))
     piece = store.load(3)
     assert np.array_equal(piece.frames, frames) and torch.equal(piece.state["tail"], torch.ones(2))
+
+
+def test_piece_encoder_threads_follow_the_device(tmp_path, monkeypatch):
+    from core.media.decode import VideoReader
+    from core.media.patterns import read_frame_number
+
+    assert encoder_threads_for("cpu") == 1  # beside a CPU render the model keeps the cores
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert encoder_threads_for("cuda:0") == 4
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert encoder_threads_for("cuda") == 1
+    monkeypatch.undo()
+    store = PieceStore(tmp_path, "abc", fps=24, encoder_threads=3)
+    ctx = RunContext(lambda event: None, pieces=store)
+    with ctx.begin_piece(0, 1) as sink:
+        assert sink._encoder is not None and sink._encoder.threads == 3
+        for first in range(0, 24, 8):
+            sink.add(_numbered(first, 8))
+        sink.finish()
+    with VideoReader(store.playable(0)) as reader:  # a multi-threaded x264 piece decodes to the same frames
+        assert [read_frame_number(f) for f in reader.iter_frames()] == list(range(24))
 
 
 def test_cancel_while_a_piece_decodes_leaves_no_piece_and_no_partial_file(tmp_path):
