@@ -205,11 +205,13 @@ def _overhead_parts(render) -> dict[str, float]:
 
     import models.pipeline_base as base
     from models.backend import LocalBackend
+    from models.r2v.scheduler import CachedUniPCMultistepScheduler
     from models.render_output import PieceOutput
     from models.wan.scheduler import FlowUniPCMultistepScheduler
 
     targets = {
-        "scheduler steps": [(diffusers.UniPCMultistepScheduler, "step"), (FlowUniPCMultistepScheduler, "step")],
+        "scheduler steps": [(diffusers.UniPCMultistepScheduler, "step"), (CachedUniPCMultistepScheduler, "step"),
+                            (FlowUniPCMultistepScheduler, "step")],
         "latent previews": [(base, "latent_preview_rgb")],
         "request checks + reading the inputs": [(LocalBackend, "_prepare")],
         "piece checkpoints (npy, state, MP4 finish)": [(base.PieceStore, "save")],

@@ -2,6 +2,7 @@
 # The checks to run when a GPU machine is lent to a session, in one call (figures go in the note).
 #
 #   bash bench/gpu_checks.sh            # on the GPU machine, from the repository root
+#   bash bench/gpu_checks.sh 3 4        # only some stages
 #
 # Stages, most valuable first, each under its own time limit so that one failure or overrun still
 # leaves the others' figures:
@@ -10,7 +11,7 @@
 #      plan chosen for a 24 GiB card (seconds per step, peak VRAM, the planner's estimate);
 #   3. pipeline figures on the GPU: latent preview, overhead beyond the model forwards (tiny models),
 #      and one R2V render at the official 720P size with tiny weights (absolute non-model cost);
-#   4. the other memory policies of stage 2 (fp8 storage, block streaming).
+#   4. the other memory policies at the size of stage 2 (fp8 storage, block streaming, both).
 # Python packages the machine lacks travel as wheels in .whl/ (installed into /tmp/site first).
 set -u
 export PYTHONUNBUFFERED=1
@@ -34,10 +35,12 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$log"
 python3 -c "import torch, diffusers, transformers, av; print('torch', torch.__version__, 'diffusers',
 diffusers.__version__, 'transformers', transformers.__version__, 'av', av.__version__)" 2>&1 | tee -a "$log"
-stage 90 python3 -m pytest -q -p no:cacheprovider -m gpu tests/models/test_memory.py
-stage 200 python3 bench/bench_full_size.py --device cuda --frames 121 --steps 1 \
+stages=" ${*:-1 2 3 4} "
+[[ $stages == *" 1 "* ]] && stage 90 python3 -m pytest -q -p no:cacheprovider -m gpu tests/models/test_memory.py
+[[ $stages == *" 2 "* ]] && stage 200 python3 bench/bench_full_size.py --device cuda --frames 121 --steps 1 \
     --policies gpu_resident,planned_24GiB
-stage 150 python3 bench/bench_pipelines.py preview overhead fullres --device cuda --repeats 3
-stage 110 python3 bench/bench_full_size.py --device cuda --frames 121 --steps 1 \
-    --policies fp8_storage,block_streaming
+[[ $stages == *" 3 "* ]] && stage 150 python3 bench/bench_pipelines.py preview overhead fullres --device cuda \
+    --repeats 3
+[[ $stages == *" 4 "* ]] && stage 240 python3 bench/bench_full_size.py --device cuda --frames 121 --steps 1 \
+    --policies fp8_storage,block_streaming,fp8+streaming
 say "=== total $SECONDS s"
