@@ -98,6 +98,10 @@ def test_backend_reads_the_same_inputs_once_for_renders_of_several_seeds(tmp_pat
         outputs.append(backend.render(request, lambda e: None, threading.Event()))
     assert len(loaded) == 1
     assert [o.num_frames for o in outputs] == [25, 25, 25]
+    # The same seed gives the same frames with the cached reference as with the freshly read one (the
+    # exact frames each render checkpointed, before any encoding).
+    first, third = (np.load(next((tmp_path / f"work{i}").rglob("piece_0000.npy"))) for i in (0, 2))
+    assert np.array_equal(first, third)
     # A changed reference is read again.
     Image.fromarray(np.full((96, 160, 3), 30, np.uint8)).save(reference)
     info = reference.stat()
