@@ -10,7 +10,10 @@ Policies, cheapest first (each is numerically neutral unless noted):
   when torchao is installed (the official ``--low_vram`` numerics). Not neutral: fp8 rounding.
 * ``BLOCK_STREAMING``: transformer blocks stay on the CPU and are streamed to the device group by
   group (diffusers ``apply_group_offloading``, ``block_level``) with prefetch on a side CUDA stream, the
-  overlapped version of the official per-block ``.to("cuda")``.
+  overlapped version of the official per-block ``.to("cuda")``. Measured on an H200 at 720P / 5 s, it
+  costs nothing (30.2 s/step against 30.4 all resident): the next block's copy hides behind the current
+  one. In bfloat16 it keeps the official numerics, so the planner prefers it to fp8 storage when host
+  memory can hold the weights (docs/performance.md).
 * ``CHUNKED_FFN``: the feed-forward runs on slices of the token sequence (tokens are independent in an
   FFN), so its 13824-wide intermediate never exists for all ~126k tokens at once.
 * ``TILED_VAE``: diffusers VAE tiling for encode and decode (spatial tiles 256 px, stride 192 px). Not
@@ -41,6 +44,8 @@ GIB = 1024**3
 
 # The headroom left free on the device for the allocator, CUDA context and kernels' workspaces.
 HEADROOM_FRACTION = 0.10
+# Host memory kept free beside the weights a plan parks or streams there (the app, the OS, decoded frames).
+HOST_HEADROOM_BYTES = 6 * 1024**3
 # Sequences at least this long run their FFN in chunks even when memory is plentiful: the
 # intermediate of a 14B block at 720P / 5 s is ~3.5 GB in bf16 and chunking costs nothing measurable.
 LONG_SEQUENCE_TOKENS = 65_536
@@ -160,6 +165,15 @@ def torchao_available() -> bool:
     return importlib.util.find_spec("torchao") is not None
 
 
+def available_host_memory() -> int | None:
+    """Bytes of host RAM available now (psutil); None when unknown."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
 def free_device_memory(device: torch.device | str) -> int | None:
     """Free bytes on ``device`` (CUDA: ``mem_get_info``); None when unknown (CPU, MPS)."""
     device = torch.device(device)
@@ -178,6 +192,7 @@ def plan_memory(
     offload: bool = False,
     low_vram: bool = False,
     prefer_torchao: bool | None = None,
+    host_free_bytes: int | None = -1,
 ) -> MemoryPlan:
     """Pick the cheapest policy set whose estimated peak fits ``free_bytes`` (minus headroom).
 
@@ -188,6 +203,8 @@ def plan_memory(
         offload / low_vram: the official flags, honoured as minimums (``offload`` parks idle models;
             ``low_vram`` adds fp8, block streaming and VAE tiling).
         prefer_torchao: use torchao's float8 when fp8 is chosen (default: when it is installed).
+        host_free_bytes: host RAM available (default: measured now; None: unknown). Streaming the blocks
+            in bfloat16 needs the whole transformer, the parked text encoder and the VAE there.
 
     Returns:
         The plan; ``reasons`` says why each policy was chosen.
@@ -229,10 +246,17 @@ def plan_memory(
         )
 
     budget = int(free_bytes * (1 - HEADROOM_FRACTION))
+    host = available_host_memory() if host_free_bytes == -1 else host_free_bytes
+    bf16_on_host = job.transformer_bytes() + job.text_encoder_bytes() + job.vae_bytes() + HOST_HEADROOM_BYTES
     candidates = [
         # (park, fp8, stream, tiled, why)
         (False, False, False, False, "everything fits on the device"),
         (True, False, False, False, "idle models parked on the CPU between phases"),
+    ]
+    if host is not None and host >= bf16_on_host:
+        candidates.append((True, False, True, False, "transformer blocks streamed from the CPU with prefetch, in "
+                           "bfloat16 (the official numerics; host RAM holds the weights)"))
+    candidates += [
         (True, True, False, False, "transformer weights stored in fp8"),
         (True, True, True, False, "transformer blocks streamed from the CPU with prefetch"),
         (True, True, True, True, "VAE tiled"),
