@@ -4,7 +4,8 @@ Owns :class:`InputCache`. Re-rendering a shot (another seed, the preview and the
 reads the same clip, audio or images again: decoding a clip's tail, or decoding and loudness-normalising
 a speech track, costs several milliseconds that a render of a tiny or draft model notices. The cache keys
 what was read by the files' identity (path, size, modification time, inode), so an edited or replaced
-file is read again. Values are shared between renders: callers must not modify them in place.
+file is read again. Values are shared between renders: the arrays in a kept value are made read-only, so
+a caller that would modify one in place fails at once instead of changing the next render's input.
 
 Imports numpy and PIL only. Never imports PySide6 or ``app``.
 """
@@ -54,6 +55,7 @@ class InputCache:
         value = read()
         size = _nbytes(value)
         if size <= self.max_bytes:
+            _freeze(value)
             with self._lock:
                 old = self._entries.pop(full_key, None)
                 if old is not None:
@@ -87,6 +89,14 @@ def _stamps(paths: Sequence[str | os.PathLike[str]]) -> tuple[Any, ...] | None:
             return None
         stamps.append((os.fspath(path), info.st_size, info.st_mtime_ns, info.st_ino))
     return tuple(stamps)
+
+
+def _freeze(value: Any) -> None:
+    if isinstance(value, np.ndarray):
+        value.setflags(write=False)
+    elif isinstance(value, tuple | list):
+        for item in value:
+            _freeze(item)
 
 
 def _nbytes(value: Any) -> int:

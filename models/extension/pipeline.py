@@ -259,7 +259,8 @@ def read_tail_frames(path: str, count: int) -> tuple[np.ndarray, int]:
 def resize_nearest(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     """uint8 ``[F, H0, W0, 3] -> [F, height, width, 3]`` with torch's default (nearest) interpolation,
     stretched, as the official preprocessing (on float pixels, which nearest leaves unchanged)."""
-    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).unsqueeze(0).float()
+    # Converted to float by numpy: a new, writable array (cached inputs are read-only), the same values.
+    video = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)).permute(3, 0, 1, 2).unsqueeze(0)
     video = F.interpolate(video, size=(video.shape[2], height, width))
     return video[0].permute(1, 2, 3, 0).to(torch.uint8).numpy()
 

@@ -40,6 +40,17 @@ def test_read_is_reused_until_the_file_changes(tmp_path):
     assert len(calls) == 3 and np.array_equal(again, np.ones(4))
 
 
+def test_kept_arrays_are_read_only(tmp_path):
+    path = tmp_path / "clip.bin"
+    path.write_bytes(b"one")
+    frames, _total = InputCache().read(("tail", str(path)), [path], lambda: (np.zeros((2, 4, 4, 3), np.uint8), 2))
+    with pytest.raises(ValueError, match="read-only"):
+        frames[0] += 1  # a pipeline changing its input in place would change the next render's input
+    # Too big to keep: handed out as read, still writable.
+    big = InputCache(max_bytes=8).read(("big",), [path], lambda: np.zeros(64, np.uint8))
+    big[0] = 1
+
+
 def test_errors_and_missing_files_are_not_cached(tmp_path):
     cache, calls = InputCache(), []
 
