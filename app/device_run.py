@@ -13,11 +13,16 @@ The flow, all on the main thread (a ``QProcess`` reports through signals; nothin
 3. When the worker has let go, ``main.py jobs run PROJECT --devices … --jobs … --progress-json`` starts.
    Its JSON lines move the jobs' progress bars and fill the bar above the queue; stderr is kept (the tail)
    for the message if it crashes.
-4. When it ends, the jobs are released: those it finished are resumed, so the editor's worker
-   re-assembles each from its checkpoints (``complete.json``) without loading a model and lands it on
-   the timeline; those that failed become ``FAILED`` with the reason; the rest stay paused, resumable from
-   their finished pieces (Cancel, a crash). Closing the editor meanwhile stops the run the same way: the
-   saved project has the jobs paused, and reopening it offers to resume them.
+4. Each job lands as soon as its device finished it (``job_finished``), while the others still render:
+   :meth:`app.render_controller.RenderController.land_rendered_elsewhere` has the editor's worker join it
+   from its checkpoints (``complete.json``) with ``backend.reassemble``, which never loads a model, then
+   releases it ``FINISHED`` and lands it as one undoable ``AddRenderedClip``. A job that cannot be joined is
+   released paused with the reason under it (resuming it renders the rest here, after the run). The bar
+   counts the landed jobs.
+5. When the run ends, the other jobs are released: those that failed become ``FAILED`` with the reason;
+   the rest stay paused, resumable from their finished pieces (Cancel, a crash); landed jobs stay landed,
+   and one still being joined lands when it is. Closing the editor meanwhile stops the run the same way:
+   the saved project has the unlanded jobs paused, and reopening it offers to resume them.
 
 Cancel sends SIGTERM; ``jobs run`` stops its worker processes and exits with 130 (after 5 s it is killed,
 and its workers end with it). On Windows ``QProcess.terminate`` cannot stop a console program, so the
@@ -105,8 +110,8 @@ class DeviceRunDialog(QDialog):
         self.jobs_label.setObjectName("deviceRunJobs")
         self.jobs_label.setWordWrap(True)
         layout.addWidget(self.jobs_label)
-        info = QLabel("The editor's own renderer unloads its model and waits while they run. Finished renders "
-                      "land on the timeline when the run ends; Cancel keeps every finished piece.")
+        info = QLabel("The editor's own renderer unloads its model and waits while they run. Each render lands "
+                      "on the timeline as soon as its device finishes it; Cancel keeps every finished piece.")
         info.setWordWrap(True)
         info.setStyleSheet("color:#8d93a0;")
         layout.addWidget(info)
@@ -146,7 +151,7 @@ class DeviceRun(QObject):
         controller: the :class:`app.render_controller.RenderController` (its queue, worker and messages).
         project: the saved project file the subprocess reads.
         devices: ``--devices`` (names as :class:`core.render_devices.RenderDevice` has them).
-        job_ids: the jobs to render (held from :meth:`start` until the run ends).
+        job_ids: the jobs to render (held from :meth:`start` until each lands or the run ends).
         command: ``command(project, devices, job_ids) -> argv`` (default :func:`jobs_run_command`).
         testing: no modal message box on a crash (tests read :attr:`error_text`).
 
@@ -171,6 +176,8 @@ class DeviceRun(QObject):
         self.testing = testing
         self.process: QProcess | None = None
         self.finished_jobs: set[str] = set()
+        self.landed_jobs: set[str] = set()  # finished jobs now on the timeline (or in the bin)
+        self.unlanded_jobs: dict[str, str] = {}  # finished jobs that could not land -> why
         self.failed_jobs: dict[str, str] = {}
         self.rendering: dict[str, str] = {}  # job id -> its latest progress, for the summary
         self.stderr_tail = ""
@@ -183,6 +190,8 @@ class DeviceRun(QObject):
         self._ended = False
         self._kill_timer = QTimer(self, singleShot=True, interval=KILL_AFTER_MS)
         self._kill_timer.timeout.connect(self._on_kill_timer_timeout)
+        controller.job_landed.connect(self._on_controller_job_landed)
+        controller.landing_failed.connect(self._on_controller_landing_failed)
 
     # -- starting -----------------------------------------------------------------------------------
 
@@ -314,7 +323,8 @@ class DeviceRun(QObject):
             elif kind == "job_finished":
                 self.finished_jobs.add(job_id)
                 self.rendering.pop(job_id, None)
-                self.queue.hold(job_id, f"Rendered on {device}; lands when the run ends")
+                self.queue.hold(job_id, f"Rendered on {device}; landing on the timeline")
+                self.controller.land_rendered_elsewhere(job_id)  # joined without a model, then landed
             elif kind == "job_failed":
                 error = f"Failed on {device}: {event.get('error') or 'no reason given'}"
                 self.failed_jobs[job_id] = error
@@ -325,9 +335,22 @@ class DeviceRun(QObject):
 
     def _summary(self) -> str:
         done = len(self.finished_jobs) + len(self.failed_jobs)
-        parts = [f"{done} of {len(self.job_ids)} job(s) done on {len(self.devices)} device(s)"]
-        parts += self.rendering.values()
-        return " · ".join(parts)
+        head = f"{done} of {len(self.job_ids)} job(s) done on {len(self.devices)} device(s)"
+        if self.landed_jobs:
+            head += f", {len(self.landed_jobs)} on the timeline"
+        return " · ".join([head, *self.rendering.values()])
+
+    def _on_controller_job_landed(self, job_id: str, clip_id: str) -> None:
+        if job_id in self.finished_jobs:
+            self.landed_jobs.add(job_id)
+            if not self._ended:
+                self._set_status(self._summary())
+
+    def _on_controller_landing_failed(self, job_id: str, message: str) -> None:
+        if job_id in self.finished_jobs:
+            self.unlanded_jobs[job_id] = message
+            if not self._ended:
+                self._set_status(self._summary())
 
     def _on_process_error(self, error: QProcess.ProcessError) -> None:
         if error == QProcess.ProcessError.FailedToStart and not self._ended:
@@ -355,16 +378,26 @@ class DeviceRun(QObject):
     # -- ending -------------------------------------------------------------------------------------
 
     def _end(self, outcome: str, exit_text: str = "") -> None:
-        """Release the jobs (finished: resumed to land; failed: FAILED; the rest paused) and report."""
+        """Release the jobs that did not land (failed: FAILED; the rest paused) and report. Landed jobs
+        stay landed; one the editor is still joining keeps its hold until it lands."""
         if self._ended:
             return
         self._ended = True
         self.outcome = outcome
         self._kill_timer.stop()
-        landing, failed, paused = [], [], []
+        landed, landing, unlanded, failed, paused = [], [], [], [], []
         for job_id in self.job_ids:
             job = self._job(job_id)
             if job is None:
+                continue
+            if job_id in self.landed_jobs:
+                landed.append(job_id)
+                continue
+            if job.state is JobState.FINISHED:  # joined: its file is being read, or could not be
+                (unlanded if job_id in self.unlanded_jobs else landing).append(job_id)
+                continue
+            if self.controller.joining(job_id) and not self.controller.closed:
+                landing.append(job_id)  # keeps its hold until joined: see land_rendered_elsewhere
                 continue
             with contextlib.suppress(QueueError):
                 if job_id in self.failed_jobs:
@@ -372,12 +405,11 @@ class DeviceRun(QObject):
                     failed.append(job_id)
                     continue
                 self.queue.release(job_id)
-                if job_id in self.finished_jobs and job.state is JobState.PAUSED:
-                    self.queue.resume(job_id)  # re-assembled from its checkpoints, then landed
-                    landing.append(job_id)
+                if job_id in self.unlanded_jobs:
+                    unlanded.append(job_id)
                 elif job.state is JobState.PAUSED:
                     paused.append(job_id)
-        summary = self._end_message(outcome, landing, failed, paused, exit_text)
+        summary = self._end_message(outcome, landed, landing, unlanded, failed, paused, exit_text)
         self._set_status(summary)
         if not self.controller.closed:
             self.controller.message.emit(summary)
@@ -394,7 +426,8 @@ class DeviceRun(QObject):
         self.ended.emit(outcome)
 
     @staticmethod
-    def _end_message(outcome: str, landing: list[str], failed: list[str], paused: list[str], exit_text: str) -> str:
+    def _end_message(outcome: str, landed: list[str], landing: list[str], unlanded: list[str], failed: list[str],
+                     paused: list[str], exit_text: str) -> str:
         parts = []
         if outcome == "crashed":
             parts.append(f"The render on several devices stopped unexpectedly ({exit_text}).")
@@ -402,8 +435,12 @@ class DeviceRun(QObject):
             parts.append("The render on several devices was cancelled.")
         else:
             parts.append("The render on several devices is done.")
+        if landed:
+            parts.append(f"{len(landed)} job(s) landed on the timeline.")
         if landing:
-            parts.append(f"{len(landing)} finished job(s) land on the timeline.")
+            parts.append(f"{len(landing)} finished job(s) land on the timeline in a moment.")
+        if unlanded:
+            parts.append(f"{len(unlanded)} finished job(s) did not land: the render queue says why.")
         if failed:
             parts.append(f"{len(failed)} job(s) failed: the render queue shows why.")
         if paused:

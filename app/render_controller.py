@@ -7,6 +7,12 @@ project's :class:`core.render_queue.RenderQueue`, feeds the next job to the one
 render as one :class:`core.edits.AddRenderedClip` on the window's undo stack (Undo removes the clip, not
 the GPU work).
 
+A job rendered by another process (``main.py jobs run`` on several devices, :mod:`app.device_run`) lands
+through :meth:`RenderController.land_rendered_elsewhere` as soon as that process reports it finished: the
+worker joins it from its checkpoints without loading a model (:meth:`RenderWorker.reassemble_job`), the
+queue releases it ``FINISHED``, and it lands like any render; when it cannot be joined it is released
+paused, with the reason under it, and nothing renders it here until the user resumes it.
+
 Where a render lands is decided when it is submitted and travels with the job (``request.extra["studio"]``,
 saved with the queue), so a job resumed after a restart still lands in the right place:
 
@@ -91,6 +97,8 @@ class RenderController(QObject):
         preview_changed(str job_id): a new latent preview image is in :attr:`previews`.
         piece_ready(str job_id, str path): a finished piece (playable file) arrived.
         job_landed(str job_id, str clip_id): a finished render is on the timeline (or in the bin: "").
+        landing_failed(str job_id, str message): a finished render did not land (it could not be joined
+            from its checkpoints, or its file cannot be read); ``message`` is for the user.
         message(str): a status message for the user (also shown in the window's status bar).
     """
 
@@ -98,6 +106,7 @@ class RenderController(QObject):
     preview_changed = Signal(str)
     piece_ready = Signal(str, str)
     job_landed = Signal(str, str)
+    landing_failed = Signal(str, str)
     message = Signal(str)
 
     def __init__(self, window: Any, backend_factory: Callable[[], Any], estimator: Callable[..., Any] | None = None) -> None:
@@ -118,8 +127,10 @@ class RenderController(QObject):
         self.worker.job_finished.connect(self._on_worker_job_finished, queued)
         self.worker.job_failed.connect(self._on_worker_job_failed, queued)
         self.worker.job_stopped.connect(self._on_worker_job_stopped, queued)
+        self.worker.job_reassembled.connect(self._on_worker_job_reassembled, queued)
         self._running: tuple[RenderQueue, str] | None = None
         self._landing: set[str] = set()  # jobs whose output is being probed
+        self._joining: dict[str, RenderQueue] = {}  # held jobs the worker joins from checkpoints (their queue)
         self.landed: dict[str, str] = {}  # job id -> clip id it landed as (or became a take of)
         self._doc: Any = None
         self.queue: RenderQueue = RenderQueue()
@@ -471,7 +482,11 @@ class RenderController(QObject):
     @property
     def idle(self) -> bool:
         """No job running and none waiting to land."""
-        return self._running is None and not self._landing and not self.worker.busy
+        return self._running is None and not self._landing and not self._joining and not self.worker.busy
+
+    def joining(self, job_id: str) -> bool:
+        """True while the worker joins ``job_id`` from its checkpoints (:meth:`land_rendered_elsewhere`)."""
+        return job_id in self._joining
 
     def running_job(self) -> Job | None:
         if self._running is None or self._running[0] is not self.queue:
@@ -580,6 +595,39 @@ class RenderController(QObject):
 
     # -- landing ------------------------------------------------------------------------------------
 
+    def land_rendered_elsewhere(self, job_id: str) -> None:
+        """Land a held job that another process finished: the worker joins its output from the checkpoints
+        in its work folder (never loading a model, which would share a GPU with that process), then the job
+        is released ``FINISHED`` and lands as one ``AddRenderedClip``. When it cannot be joined, it is
+        released paused with the reason under it (:attr:`landing_failed`); nothing renders it here."""
+        job = self.queue.job(job_id)
+        if self._closed or job_id in self._joining or not job.held:
+            return
+        self._joining[job_id] = self.queue
+        self.worker.reassemble_job(job_id, job.request)
+
+    def _on_worker_job_reassembled(self, job_id: str, result: RenderResult | None, message: str) -> None:
+        queue = self._joining.pop(job_id, None)
+        if queue is None or self._closed:
+            return
+        self._schedule_kick()
+        try:
+            job = queue.job(job_id)
+        except QueueError:
+            return
+        if result is not None:
+            queue.release(job_id, result=result)
+            if queue is self.queue and job.state is JobState.FINISHED:
+                self._persist()
+                self._land(job, result)
+            return
+        note = f"Rendered in another process but not landed: {message}. Resume it to finish it here."
+        queue.release(job_id, note=note)
+        if queue is self.queue:
+            self._persist()
+            self.message.emit(f"“{job.label}” {note[0].lower()}{note[1:]}")
+            self.landing_failed.emit(job_id, note)
+
     def _land(self, job: Job, result: RenderResult) -> None:
         from app.media_jobs import probe_file
 
@@ -591,6 +639,7 @@ class RenderController(QObject):
     def _land_failed(self, job: Job, exc: BaseException) -> None:
         self._landing.discard(job.job_id)
         self.message.emit(f"“{job.label}” finished but its file cannot be read: {exc}")
+        self.landing_failed.emit(job.job_id, f"Its file cannot be read: {exc}")
 
     def _land_probed(self, job: Job, info: Any) -> None:
         from app.media_jobs import asset_from_info

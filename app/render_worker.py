@@ -14,6 +14,13 @@ to ``QImage`` on the worker thread) are coalesced: the newest of each waits in a
 slow GUI never builds a backlog, and the latest step or picture is never lost (a time-based throttle would
 drop the last step before a long pause).
 
+:meth:`RenderWorker.reassemble_job` is the model-free path for a job another process rendered
+(``main.py jobs run`` on several devices, see :mod:`app.device_run`): on the same thread, after whatever it
+is running, it calls ``prepare`` and then ``backend.reassemble(request, emit, cancel)``, which joins the
+finished render again from its checkpoints without loading a model, and reports
+:attr:`RenderWorker.job_reassembled`. It never falls back to ``render``: a backend without ``reassemble``,
+a render that is not complete, or an error all report no result and the reason.
+
 Errors become messages for the user: :class:`core.generation.RequestInvalid`, ``ModelsMissing`` and
 ``OutOfMemory`` carry their own words; anything else is prefixed with "The render failed". A
 ``RenderCancelled`` (or any error after the token was set) is reported as :attr:`job_stopped`.
@@ -80,6 +87,8 @@ class RenderWorker(QObject):
         job_failed(str job_id, str message): the job failed; ``message`` is for the user.
         job_stopped(str job_id): the job stopped because its cancel token was set.
         unloaded(): :meth:`unload` ran (after any job that was running); the GPU memory is free.
+        job_reassembled(str job_id, object result, str message): :meth:`reassemble_job` ended; ``result`` is
+            the ``RenderResult``, or None with ``message`` (for the user) saying why.
     """
 
     job_event = Signal(str, object)
@@ -89,7 +98,9 @@ class RenderWorker(QObject):
     job_stopped = Signal(str)
     warmed_up = Signal()
     unloaded = Signal()
+    job_reassembled = Signal(str, object, str)
     _run_requested = Signal(str, object, object)
+    _reassemble_requested = Signal(str, object)
     _warm_requested = Signal()
     _unload_requested = Signal()
 
@@ -118,6 +129,7 @@ class RenderWorker(QObject):
         self._run_requested.connect(self._run, Qt.ConnectionType.QueuedConnection)
         self._warm_requested.connect(self._warm, Qt.ConnectionType.QueuedConnection)
         self._unload_requested.connect(self._unload, Qt.ConnectionType.QueuedConnection)
+        self._reassemble_requested.connect(self._reassemble, Qt.ConnectionType.QueuedConnection)
         track_thread(thread)
         thread.start(QThread.Priority.LowPriority)
         return thread
@@ -135,6 +147,14 @@ class RenderWorker(QObject):
             raise RuntimeError("The render worker is already running a job.")
         self._busy.set()
         self._run_requested.emit(job_id, request, cancel)
+
+    def reassemble_job(self, job_id: str, request: RenderRequest) -> None:
+        """Join a render another process finished from its checkpoints, on the worker thread (returns at
+        once); never loads a model or renders. :attr:`job_reassembled` follows. May be called while the
+        worker is idle or busy: it runs after the current job."""
+        if self._thread is None:
+            self.start_thread()
+        self._reassemble_requested.emit(job_id, request)
 
     def warm_up(self) -> None:
         """Create the backend now, on the worker thread (imports torch there), if no job is running.
@@ -235,6 +255,29 @@ class RenderWorker(QObject):
                 # The backend finished although asked to stop: the work is done, keep it.
                 pass
             self._done(lambda: self.job_finished.emit(job_id, result))
+
+    @Slot(str, object)
+    def _reassemble(self, job_id: str, request: RenderRequest) -> None:
+        result, message = None, ""
+        try:
+            cancel = threading.Event()  # nothing stops a re-assembly: it only copies packets
+            if self._prepare is not None:
+                self._prepare(request, cancel)  # e.g. the excerpt an extension's request names
+            if self._backend is None:
+                self._backend = self._factory()  # a backend loads its models on its first render, not here
+                self.backend_created += 1
+            reassemble = getattr(self._backend, "reassemble", None)
+            if reassemble is None:
+                message = "this renderer cannot join a render made elsewhere"
+            else:
+                result = reassemble(request, lambda event: self._emit(job_id, event), cancel)
+                if result is None:
+                    message = "its work folder has no complete render to join"
+        except BaseException as error:  # reported in words; the job stays resumable
+            error.__traceback_text__ = traceback.format_exc()  # type: ignore[attr-defined]
+            text = str(error).strip() or type(error).__name__
+            result, message = None, text if isinstance(error, RequestInvalid) else f"joining its pieces failed: {text}"
+        self.job_reassembled.emit(job_id, result, message)
 
     def _done(self, emit: Callable[[], None]) -> None:
         self._busy.clear()

@@ -18,8 +18,8 @@ Rules:
 - Hold: a job rendered outside the editor (``main.py jobs run`` on several GPUs) is *held*: it stays
   ``PAUSED`` here with :attr:`Job.held` saying where it renders, the worker never takes it, and resume,
   retry, cancel and remove refuse it until :meth:`RenderQueue.release` (which may fail it with the
-  error the other process reported). A hold is not saved: after a restart the job is an ordinary
-  paused one, offered for resume.
+  error the other process reported, or finish it with the result the editor re-assembled from its
+  checkpoints). A hold is not saved: after a restart the job is an ordinary paused one, offered for resume.
 - Persistence: :meth:`RenderQueue.to_json` / :meth:`RenderQueue.from_json` (saved with the project by
   :mod:`core.persistence`). On load, jobs that were queued, running or paused come back ``PAUSED`` and
   are listed by :meth:`RenderQueue.resumable` so the UI can offer to resume them: nothing starts by
@@ -381,14 +381,23 @@ class RenderQueue:
                 self.pause(job_id)
             self._set(job, held=where or "Rendering elsewhere")
 
-    def release(self, job_id: str, error: str = "") -> None:
-        """End a hold: the job is an ordinary paused one again, or ``FAILED`` with ``error`` (what the
-        other process reported, shown to the user as is)."""
+    def release(self, job_id: str, error: str = "", *, result: RenderResult | None = None, note: str = "") -> None:
+        """End a hold: the job is an ordinary paused one again (with ``note``, when given, as the line the
+        queue shows under it, e.g. why it did not land; resume clears it), ``FAILED`` with ``error`` (what
+        the other process reported, shown to the user as is), or ``FINISHED`` with ``result`` (what the
+        other process rendered)."""
         job = self.job(job_id)
         if not job.held:
             return
-        if error and job.state is JobState.PAUSED:
+        if job.state is not JobState.PAUSED:
+            self._set(job, held="")
+        elif error:
             self._set(job, held="", state=JobState.FAILED, error=error, finished=self._clock())
+        elif result is not None:
+            self._set(job, held="", state=JobState.FINISHED, result=result, error="", finished=self._clock(),
+                      step=job.total_steps, piece=max(job.total_pieces - 1, 0))
+        elif note:
+            self._set(job, held="", error=note)
         else:
             self._set(job, held="")
 

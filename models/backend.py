@@ -30,6 +30,7 @@ from typing import Any
 from core.generation import (
     OutOfMemory,
     Progress,
+    RenderCancelled,
     RenderEvent,
     RenderRequest,
     RenderResult,
@@ -99,11 +100,8 @@ class LocalBackend:
             task_request = validated[2]
         else:
             task_request = self._prepare(request)
-        fps = FPS.get(request.task, DEFAULT_FPS)
         timer = _StepTimer(emit)
-        store = PieceStore(request.work_dir, fingerprint(request), fps, encoder_threads=self._encoder_threads(request))
-        ctx = RunContext(timer, cancel, store)
-        Path(request.output_path).parent.mkdir(parents=True, exist_ok=True)
+        ctx = self._context(request, timer, cancel)
         reused = self._reassemble(request, task_request, ctx)
         if reused is not None:
             return dataclasses.replace(reused, seconds=time.monotonic() - started)
@@ -121,6 +119,46 @@ class LocalBackend:
             ) from error
         self._calibrate(request, timer)
         return dataclasses.replace(result, seconds=time.monotonic() - started)
+
+    def reassemble(
+        self,
+        request: RenderRequest,
+        emit: Callable[[RenderEvent], None],
+        cancel: threading.Event,
+    ) -> RenderResult | None:
+        """The output of a render that already finished (on a render node, or ``main.py jobs run`` on other
+        devices), joined again from the checkpoints in ``request.work_dir`` (``complete.json``) into
+        ``request.output_path``. Never loads or runs a model, so the editor may call it while another
+        process renders on its GPU.
+
+        Args:
+            request: the job's request (its ``device`` does not matter: it is not in the fingerprint).
+            emit: receives a ``StatusMessage`` when the finished render is reused.
+            cancel: checked before any work.
+
+        Returns:
+            The result, or None when the render has not finished (no complete manifest of this request,
+            a part missing) or its pieces cannot be joined as they are (a render would re-encode them).
+
+        Raises:
+            RequestInvalid: the inputs cannot be read (validation reads them; the avatar's sound comes
+                from them).
+            RenderCancelled: ``cancel`` was set.
+        """
+        if cancel.is_set():
+            raise RenderCancelled("cancelled before re-assembly")
+        started = time.monotonic()
+        prepared = self._prepare(request)
+        reused = self._reassemble(request, prepared, self._context(request, emit, cancel))
+        return None if reused is None else dataclasses.replace(reused, seconds=time.monotonic() - started)
+
+    def _context(self, request: RenderRequest, emit: Callable[[RenderEvent], None],
+                 cancel: threading.Event) -> RunContext:
+        """The run context of ``request``: its checkpoints in ``work_dir`` (the output folder is created)."""
+        fps = FPS.get(request.task, DEFAULT_FPS)
+        store = PieceStore(request.work_dir, fingerprint(request), fps, encoder_threads=self._encoder_threads(request))
+        Path(request.output_path).parent.mkdir(parents=True, exist_ok=True)
+        return RunContext(emit, cancel, store)
 
     def _reassemble(self, request: RenderRequest, prepared: Any, ctx: RunContext) -> RenderResult | None:
         """The output of a render that already finished (here or on a render node), joined again from its

@@ -112,6 +112,10 @@ class FakeBackend:
       (``fake_piece_NNN.done``); a later render of the same request skips checkpointed pieces and
       reports them in ``resumed_pieces``.
 
+    - reassemble: :meth:`reassemble` returns the result of a render whose every piece is checkpointed
+      (as if rendered in another process) without running a step, else None; it records the request in
+      ``reassembled``, never in ``calls``.
+
     With ``write_output`` (default) it writes a small real MP4 of numbered frames to
     ``request.output_path`` with ``core.media.writer``. ``calls`` records each request.
     Threading: ``render`` may run on any thread; ``release`` from another.
@@ -131,6 +135,7 @@ class FakeBackend:
     resumed_pieces: list[int] = field(default_factory=list)
     paused: threading.Event = field(default_factory=threading.Event)
     calls: list[RenderRequest] = field(default_factory=list)
+    reassembled: list[RenderRequest] = field(default_factory=list)
     _release: threading.Event = field(default_factory=threading.Event)
 
     def release(self) -> None:
@@ -182,6 +187,24 @@ class FakeBackend:
                 checkpoint.parent.mkdir(parents=True, exist_ok=True)
                 checkpoint.write_text("done")
                 emit(PieceFinished(piece, self.pieces, str(checkpoint), self.num_frames))
+        return self._result(request)
+
+    def reassemble(
+        self,
+        request: RenderRequest,
+        emit: Callable[[RenderEvent], None],
+        cancel: threading.Event,
+    ) -> RenderResult | None:
+        self.reassembled.append(request)
+        self.validate(request)
+        if cancel.is_set():
+            raise RenderCancelled("cancelled before re-assembly")
+        if not all(self._checkpoint(request, piece).exists() for piece in range(self.pieces)):
+            return None
+        emit(StatusMessage("reusing the finished render"))
+        return self._result(request)
+
+    def _result(self, request: RenderRequest) -> RenderResult:
         if self.write_output:
             self._write(request.output_path)
         return RenderResult(
@@ -191,6 +214,13 @@ class FakeBackend:
             width=self.width,
             height=self.height,
         )
+
+    def write_checkpoints(self, request: RenderRequest) -> None:
+        """Leave every piece's checkpoint in ``request.work_dir``, as a render in another process would."""
+        for piece in range(self.pieces):
+            checkpoint = self._checkpoint(request, piece)
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            checkpoint.write_text("done")
 
     def _write(self, path: str) -> None:
         """Write a tiny real MP4 (numbered frames) with the project's own writer."""

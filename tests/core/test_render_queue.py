@@ -152,6 +152,22 @@ def test_held_jobs_render_elsewhere_until_released(q: RenderQueue) -> None:
         q.hold("running", "again")
 
 
+def test_a_held_job_finished_elsewhere_is_released_finished_or_paused_with_a_note(q: RenderQueue) -> None:
+    landed = q.submit(request(), "a", job_id="landed")
+    kept = q.submit(request(), "b", job_id="kept")
+    for job_id in ("landed", "kept"):
+        q.hold(job_id, "Rendering on cuda:0")
+        q.apply_event(job_id, Progress(3, 4, 1, 2))
+    result = RenderResult("/renders/out.mp4", 50, 24, 64, 32)
+    q.release("landed", result=result)
+    assert landed.state is JobState.FINISHED and landed.result == result and not landed.held
+    assert (landed.step, landed.piece, landed.fraction) == (4, 1, 1.0) and landed.finished == q.now()
+    q.release("kept", note="Rendered on cuda:0 but not re-assembled here")
+    assert kept.state is JobState.PAUSED and kept.error.startswith("Rendered on") and q.resumable() == [kept]
+    q.resume("kept")
+    assert kept.state is JobState.QUEUED and kept.error == ""
+
+
 def test_move_remove_clear(q: RenderQueue) -> None:
     log = events(q)
     for name in "abc":

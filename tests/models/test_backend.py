@@ -175,6 +175,24 @@ def test_a_finished_render_is_reassembled_without_models(tmp_path, refs, tiny_di
             f.to_ndarray(format="rgb24").tobytes() for f in b.decode(video=0)]
 
 
+def test_reassemble_joins_a_finished_render_and_never_loads_a_model(tmp_path, refs, tiny_dir, monkeypatch):
+    request = _request(tmp_path, refs, output_path=str(tmp_path / "first.mp4"), steps=1)
+    again = RenderRequest(**{**request.__dict__, "output_path": str(tmp_path / "again.mp4"), "device": "cuda:3"})
+    editor = LocalBackend(tiny_dir=tiny_dir)
+    monkeypatch.setattr(editor, "_pipeline", _no_models)
+    assert editor.reassemble(again, lambda e: None, threading.Event()) is None  # nothing rendered yet
+    first = LocalBackend(tiny_dir=tiny_dir).render(request, lambda e: None, threading.Event())
+    events = []
+    result = editor.reassemble(again, events.append, threading.Event())  # another device: same render
+    assert result is not None and result.output_path == again.output_path
+    assert (result.num_frames, result.width, result.height) == (first.num_frames, first.width, first.height)
+    assert any("reusing" in getattr(e, "text", "") for e in events) and editor._loaded is None
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(RenderCancelled):
+        editor.reassemble(again, lambda e: None, cancel)
+
+
 def test_a_finished_avatar_render_is_reassembled_with_its_sound(tmp_path, tiny_dir, monkeypatch):
     from core.media.probe import probe
     from core.media.writer import write_wav
