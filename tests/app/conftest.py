@@ -94,6 +94,24 @@ class FakeOutputFactory:
         return stream
 
 
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A folder for tiny checkpoints, in ``$SKYREELS_TINY_DIR`` for the module's tests (render processes
+    they start inherit it). Tests' backend factories may set torch to one thread (much faster on the
+    2-core test machine); the thread count is restored for later modules."""
+    torch = pytest.importorskip("torch")
+    folder = str(tmp_path_factory.mktemp("tiny"))
+    old = os.environ.get("SKYREELS_TINY_DIR")
+    threads = torch.get_num_threads()
+    os.environ["SKYREELS_TINY_DIR"] = folder
+    yield folder
+    torch.set_num_threads(threads)
+    if old is None:
+        os.environ.pop("SKYREELS_TINY_DIR", None)
+    else:
+        os.environ["SKYREELS_TINY_DIR"] = old
+
+
 @pytest.fixture
 def output_factory() -> FakeOutputFactory:
     return FakeOutputFactory()

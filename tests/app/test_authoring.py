@@ -6,7 +6,6 @@ random-weight checkpoints (CPU, 1-2 steps, 1 s).
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
@@ -282,21 +281,6 @@ def test_refusals_are_explained(window, qtbot, studio):
 
 
 # -- the real backend on tiny checkpoints ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    torch = pytest.importorskip("torch")
-    folder = str(tmp_path_factory.mktemp("tiny"))
-    old = os.environ.get("SKYREELS_TINY_DIR")
-    threads = torch.get_num_threads()
-    os.environ["SKYREELS_TINY_DIR"] = folder
-    yield folder
-    torch.set_num_threads(threads)  # the factory below uses one thread; later suites get theirs back
-    if old is None:
-        os.environ.pop("SKYREELS_TINY_DIR", None)
-    else:
-        os.environ["SKYREELS_TINY_DIR"] = old
 
 
 def test_tiny_local_backend_shot_preview_then_undo(window, qtbot, media_dir, tmp_path, tiny_dir):

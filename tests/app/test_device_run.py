@@ -10,7 +10,6 @@ Python command that prints the same JSON lines. Nothing sleeps: tests wait on si
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -25,22 +24,6 @@ from core.render_devices import DEVICES_ENV
 from core.render_queue import JobState
 from tests.app.conftest import wait_idle
 from tests.fakes import FakeBackend
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    """Tiny checkpoints shared by the editor and the render processes (they inherit the environment)."""
-    torch = pytest.importorskip("torch")
-    folder = str(tmp_path_factory.mktemp("tiny"))
-    old = os.environ.get("SKYREELS_TINY_DIR")
-    threads = torch.get_num_threads()
-    os.environ["SKYREELS_TINY_DIR"] = folder
-    yield folder
-    torch.set_num_threads(threads)
-    if old is None:
-        os.environ.pop("SKYREELS_TINY_DIR", None)
-    else:
-        os.environ["SKYREELS_TINY_DIR"] = old
 
 
 def _attach(window, qtbot, media_dir, tmp_path, factory, *, save=True):
