@@ -37,7 +37,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from PySide6.QtCore import QObject, QProcess, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -64,6 +64,16 @@ def jobs_run_command(project: str, devices: Sequence[str], job_ids: Sequence[str
     """The command line of the render on several devices (tests replace it on the ``RenderUi``)."""
     return [sys.executable, str(MAIN_PY), "jobs", "run", project, "--devices", ",".join(devices),
             "--jobs", ",".join(job_ids), "--progress-json"]
+
+
+def subprocess_environment() -> QProcessEnvironment:
+    """The editor's environment, with CUDA numbering its GPUs in PCI bus order unless the user chose an
+    order: the devices offered are numbered from ``nvidia-smi``, which lists them in that order, and
+    CUDA's own default (fastest first) could swap two different cards of a mixed machine."""
+    environment = QProcessEnvironment.systemEnvironment()
+    if not environment.contains("CUDA_DEVICE_ORDER"):
+        environment.insert("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    return environment
 
 
 def waiting_jobs(queue: Any) -> list[Job]:
@@ -230,6 +240,7 @@ class DeviceRun(QObject):
         process.readyReadStandardError.connect(self._on_process_stderr)
         process.finished.connect(self._on_process_finished)
         process.errorOccurred.connect(self._on_process_error)
+        process.setProcessEnvironment(subprocess_environment())
         self.process = process
         for job_id in ready:
             self.queue.hold(job_id, "Waiting for a device")

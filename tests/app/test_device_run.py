@@ -396,3 +396,15 @@ def test_the_worker_joins_without_ever_rendering(qtbot, tmp_path):
         assert fake.calls == [] and worker._backend.calls == [] and not worker.busy
     finally:
         assert worker.stop()
+
+
+def test_render_processes_number_gpus_as_nvidia_smi_does(monkeypatch):
+    from app.device_run import subprocess_environment
+
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    monkeypatch.setenv("SKYREELS_TEST_MARKER", "kept")
+    environment = subprocess_environment()
+    assert environment.value("CUDA_DEVICE_ORDER") == "PCI_BUS_ID"
+    assert environment.value("SKYREELS_TEST_MARKER") == "kept"
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")  # the user's choice stays
+    assert subprocess_environment().value("CUDA_DEVICE_ORDER") == "FASTEST_FIRST"
