@@ -16,7 +16,7 @@ from typing import Any
 
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QMenu
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QMenu, QMessageBox
 
 from app.device_run import DeviceRun, DeviceRunBar, DeviceRunDialog, jobs_run_command, waiting_jobs
 from app.render_controller import RenderController
@@ -69,6 +69,7 @@ class RenderUi:
             ("queue", "Show Render &Queue", self.show_queue),
             ("farm", "Send Waiting Jobs to a Render &Farm…", self.export_for_farm),
             ("gpus", "Render Waiting Jobs on All &GPUs…", self.open_device_run_dialog),
+            ("cleanup", "Clean Up Render F&iles…", self.clean_up_render_files),
         ):
             action = QAction(text, window)
             action.setObjectName(f"act_generate_{key}")
@@ -80,7 +81,7 @@ class RenderUi:
         self.menu = QMenu("&Generate", window)
         self.menu.setObjectName("generateMenu")
         for key in ("shot", "extend", "cut", "avatar", None, "rerender", "preview", "final", None, "queue", "gpus",
-                    "farm"):
+                    "farm", None, "cleanup"):
             self.menu.addSeparator() if key is None else self.menu.addAction(self.actions[key])
         bar = window.menuBar()
         before = next((a for a in bar.actions() if a.text().replace("&", "") == "Help"), None)
@@ -247,6 +248,40 @@ class RenderUi:
             "They are paused here; resume them when the farm is done to land the renders."
         )
 
+    # -- disk space ---------------------------------------------------------------------------------
+
+    def confirm_cleanup(self, text: str) -> bool:
+        """Ask before deleting (tests replace this)."""
+        answer = QMessageBox.question(self.window, "Clean Up Render Files", text,
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+                                      QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def clean_up_render_files(self) -> None:
+        """Delete the render checkpoints nothing needs any more (see :mod:`core.render_cleanup`): the
+        exact frames kept for resuming, of finished jobs and of jobs no longer in the queue."""
+        from core.render_cleanup import remove_render_files, render_files_to_clean
+
+        root = self.controller.media_root() if self.window.doc.path else None
+        items = render_files_to_clean(self.controller.queue.jobs, root)
+        if not items:
+            self.controller.message.emit("No render files to clean up: every checkpoint left belongs to a job "
+                                         "that can still be resumed.")
+            return
+        total = sum(item.size for item in items)
+        finished = sum(1 for item in items if item.reason.startswith("finished"))
+        text = (f"Delete {_size(total)} of render checkpoints?\n\n"
+                f"{finished} finished render(s) and {len(items) - finished} job(s) no longer in the queue keep "
+                "the exact frames of their pieces so that a render can resume. The clips on the timeline do not "
+                "need them. Unfinished, failed and cancelled jobs keep theirs.")
+        if not self.confirm_cleanup(text):
+            return
+        freed, errors = remove_render_files(items)
+        message = f"Freed {_size(freed)} of render checkpoints."
+        if errors:
+            message += f" {len(errors)} folder(s) could not be removed: " + "; ".join(errors[:3])
+        self.controller.message.emit(message)
+
     # -- several devices ----------------------------------------------------------------------------
 
     def _show_device_scan(self, scan: DeviceScan, probing: bool = False) -> None:
@@ -379,3 +414,10 @@ def attach_render_ui(window: Any, backend_factory: Callable[[], Any], estimator:
     controller = RenderController(window, backend_factory, estimator)
     controller.ui = RenderUi(window, controller, estimator)  # type: ignore[attr-defined]
     return controller
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"

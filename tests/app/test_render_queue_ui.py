@@ -573,3 +573,36 @@ def test_a_queued_extend_of_a_trimmed_clip_follows_the_project_to_another_folder
     _, landed = _land(qtbot, controller)
     assert fake.calls[-1].input_video == again.request.input_video and Path(again.request.input_video).is_file()
     assert window.doc.project.clip(landed).start == window.doc.project.clip(clip_id).end
+
+
+def test_clean_up_render_files_frees_finished_checkpoints_and_keeps_resumable_ones(window, qtbot, studio, fake):
+    messages = []
+    studio.message.connect(messages.append)
+    done = studio.extend(studio.ids["video_clip"], "keep walking", duration_s=5)
+    _land(qtbot, studio)
+    assert done.state is JobState.FINISHED and any(Path(done.request.work_dir).iterdir())
+    fake.pause_at = (0, 0)  # the next job holds the worker, so the one after it waits and can be paused
+    running = studio.extend(studio.ids["video_clip"], "take 1", duration_s=5)
+    qtbot.waitUntil(fake.paused.is_set, timeout=10000)
+    waiting = studio.extend(studio.ids["video_clip"], "take 2", duration_s=5)
+    studio.pause(waiting.job_id)
+    Path(waiting.request.work_dir).mkdir(parents=True, exist_ok=True)
+    (Path(waiting.request.work_dir) / "piece_0000.npy").write_bytes(b"frames")  # resumable: must stay
+    orphan = studio.media_root() / "work" / "removed-job"
+    orphan.mkdir(parents=True)
+    (orphan / "piece_0000.npy").write_bytes(b"x" * 2_000_000)
+    asked = []
+    studio.ui.confirm_cleanup = lambda text: asked.append(text) or False  # Cancel first: nothing goes
+    studio.ui.actions["cleanup"].trigger()
+    assert len(asked) == 1 and "2.0 MB" in asked[0] and orphan.is_dir()
+    studio.ui.confirm_cleanup = lambda text: True
+    studio.ui.actions["cleanup"].trigger()
+    assert not orphan.exists() and not Path(done.request.work_dir).exists()
+    assert Path(done.request.output_path).is_file()  # the landed clip's file stays
+    assert (Path(waiting.request.work_dir) / "piece_0000.npy").is_file()
+    assert messages[-1].startswith("Freed 2.0 MB")
+    studio.ui.actions["cleanup"].trigger()  # nothing left to clean: says so, asks nothing
+    assert "No render files to clean up" in messages[-1]
+    studio.cancel(running.job_id)
+    fake.pause_at = None
+    _wait_state(qtbot, running, JobState.CANCELLED)
