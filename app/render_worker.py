@@ -21,9 +21,9 @@ finished render again from its checkpoints without loading a model, and reports
 :attr:`RenderWorker.job_reassembled`. It never falls back to ``render``: a backend without ``reassemble``,
 a render that is not complete, or an error all report no result and the reason.
 
-Errors become messages for the user: :class:`core.generation.RequestInvalid`, ``ModelsMissing`` and
-``OutOfMemory`` carry their own words; anything else is prefixed with "The render failed". A
-``RenderCancelled`` (or any error after the token was set) is reported as :attr:`job_stopped`.
+Errors become messages for the user: :class:`core.generation.RequestInvalid`, ``ModelsMissing``,
+``OutOfMemory`` and ``DiskFull`` carry their own words; anything else is prefixed with "The render
+failed". A ``RenderCancelled`` (or any error after the token was set) is reported as :attr:`job_stopped`.
 
 Threading: construct and call on the main thread; :meth:`_run` runs on the worker thread. The worker
 never touches widgets or the project.
@@ -42,6 +42,7 @@ from PySide6.QtGui import QImage
 
 from app.workers import track_thread
 from core.generation import (
+    DiskFull,
     ModelsMissing,
     OutOfMemory,
     Preview,
@@ -64,7 +65,7 @@ def preview_to_qimage(preview: Preview) -> QImage:
 def user_message(error: BaseException) -> str:
     """What to tell the user about a failed render."""
     text = str(error).strip()
-    if isinstance(error, RequestInvalid | ModelsMissing | OutOfMemory):
+    if isinstance(error, RequestInvalid | ModelsMissing | OutOfMemory | DiskFull):
         return text or type(error).__name__
     if isinstance(error, MemoryError):
         return ("The computer ran out of memory for this render. Try the draft preset, a lower resolution "

@@ -233,6 +233,11 @@ class OutOfMemory(RuntimeError):
     """The device ran out of memory; the message says what to change. Finished pieces are kept."""
 
 
+class DiskFull(RuntimeError):
+    """The disk of the render's files is full, or too full for the render to start; the message says
+    how much is needed and where. Finished pieces are kept."""
+
+
 class InferenceBackend(Protocol):
     """Implemented in ``models`` (real pipelines) and ``tests`` (fakes). ``emit`` may be called from any
     thread; ``cancel`` is polled at least once per denoising step."""

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import gc
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from core.generation import (
+    DiskFull,
     OutOfMemory,
     Progress,
     RenderCancelled,
@@ -60,6 +63,33 @@ class _Loaded:
     pipeline: Any
 
 
+DISK_MARGIN_BYTES = 1024**3  # left free beside a render's files (the system, the editor's autosaves)
+
+
+def check_disk_space(request: RenderRequest, disk_usage: Callable[[str], Any] = shutil.disk_usage) -> None:
+    """Refuse a render whose checkpoints and output would not fit the disk of its work folder
+    (:class:`DiskFull`), before any model loads; what an earlier attempt left there counts as written."""
+    from core.render_cleanup import folder_size
+    from models.estimate import disk_bytes
+
+    needed = disk_bytes(request)
+    if not needed:
+        return
+    work = Path(request.work_dir)
+    needed = max(0, needed - (folder_size(work) if work.is_dir() else 0))
+    existing = next((p for p in (work, *work.parents) if p.exists()), None)
+    if existing is None:
+        return
+    free = int(disk_usage(str(existing)).free)
+    if free < needed + DISK_MARGIN_BYTES:
+        raise DiskFull(
+            f"Not enough disk space for this render: it needs about {needed / 1e9:.1f} GB for its checkpoints "
+            f"and output in {existing}, which has {free / 1e9:.1f} GB free (1 GB is kept free). Free some space "
+            "(Generate ▸ Clean Up Render Files… deletes the checkpoints nothing needs any more) or move the "
+            "project to a larger disk."
+        )
+
+
 class LocalBackend:
     """Runs jobs with the local pipelines. See the module docstring for the threading contract.
 
@@ -87,6 +117,7 @@ class LocalBackend:
         editor and the CLI validate right before they render, and a 200 s avatar's audio is decoded and
         normalised once, not twice."""
         self._validated = (request, _input_stamps(request), self._prepare(request))
+        check_disk_space(request)
 
     def render(
         self,
@@ -107,6 +138,7 @@ class LocalBackend:
             return dataclasses.replace(reused, seconds=time.monotonic() - started)
         import torch
 
+        check_disk_space(request)
         try:
             with self._lock:
                 result = self._run(request, task_request, ctx)
@@ -116,6 +148,14 @@ class LocalBackend:
                 f"The GPU ran out of memory for this {request.resolution} {request.task.value.replace('_', ' ')} "
                 "job. Try the draft preset or a lower resolution, or enable low-VRAM mode (fp8 weights and "
                 "block offload). Finished pieces are kept and the next attempt resumes from them."
+            ) from error
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            raise DiskFull(
+                f"The disk is full: the render's files could not be written to {request.work_dir}. Finished "
+                "pieces are kept: free some space (Generate ▸ Clean Up Render Files… deletes the checkpoints "
+                "nothing needs any more) and resume the render."
             ) from error
         self._calibrate(request, timer)
         return dataclasses.replace(result, seconds=time.monotonic() - started)

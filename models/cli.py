@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.generation import (
+    DiskFull,
     ModelsMissing,
     OutOfMemory,
     PieceFinished,
@@ -127,7 +128,8 @@ def run_for_cli(
     render: Callable[[], RenderResult], request: RenderRequest, cancel: threading.Event
 ) -> RenderResult | int:
     """Run ``render`` for a command line: the result, or the exit code after a message on stderr
-    (2 bad input, 3 models missing, 4 out of GPU memory, 130 cancelled; finished pieces are kept)."""
+    (2 bad input, 3 models missing, 4 out of GPU memory, 5 disk full, 130 cancelled; finished pieces are
+    kept)."""
     try:
         return render()
     except RequestInvalid as error:
@@ -139,6 +141,9 @@ def run_for_cli(
     except OutOfMemory as error:
         print(f"error: {error}", file=sys.stderr)
         return 4
+    except DiskFull as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 5
     except (KeyboardInterrupt, RenderCancelled):
         cancel.set()
         print(f"\ncancelled; finished pieces are kept in {request.work_dir} and a rerun resumes from them",

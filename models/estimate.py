@@ -93,6 +93,27 @@ def _frame_size(request: RenderRequest) -> tuple[int, int]:
     return height, width
 
 
+def output_frames(request: RenderRequest) -> int:
+    """Frames a render writes (the new frames of an extension; the avatar's at 25 fps)."""
+    task = request.task
+    if task == Task.TALKING_AVATAR:
+        seconds = (request.audio_end_s or 0) - (request.audio_start_s or 0) or request.duration_s
+        return int(seconds * 25) + 1
+    if task in (Task.SINGLE_SHOT_EXTENSION, Task.SHOT_SWITCHING_EXTENSION):
+        return int(request.duration_s * 24)
+    return int(request.duration_s * 24) + 1
+
+
+def disk_bytes(request: RenderRequest) -> int:
+    """Disk a render needs for its checkpoints and output: the exact frames of its pieces (uncompressed
+    ``.npy``, the bulk), their playable MP4s and the joined output (a small fraction on top). 0 for the
+    tiny test models, whose frames are a few kilobytes."""
+    if request.model == "tiny":
+        return 0
+    height, width = _frame_size(request)
+    return int(output_frames(request) * height * width * 3 * 1.15)
+
+
 def rough_seconds(request: RenderRequest) -> float:
     """Uncalibrated time: a forward costs about 2 x params x tokens FLOPs plus attention
     (4 x tokens^2 x 5120 x 40 layers) at an assumed effective throughput, plus loading."""

@@ -606,3 +606,12 @@ def test_clean_up_render_files_frees_finished_checkpoints_and_keeps_resumable_on
     studio.cancel(running.job_id)
     fake.pause_at = None
     _wait_state(qtbot, running, JobState.CANCELLED)
+
+
+def test_a_full_disk_is_told_in_its_own_words():
+    from app.render_worker import user_message
+    from core.generation import DiskFull
+
+    text = "Not enough disk space for this render: it needs about 3.2 GB …"
+    assert user_message(DiskFull(text)) == text
+    assert user_message(OSError("boom")).startswith("The render failed")

@@ -238,3 +238,43 @@ def test_render_after_validate_reads_the_inputs_once_unless_they_changed(tmp_pat
     backend.validate(request)
     backend.render(RenderRequest(**{**request.__dict__, "seed": 12}), lambda e: None, threading.Event())
     assert len(prepared) == 5
+
+
+def test_a_render_that_would_not_fit_the_disk_is_refused_before_any_model_loads(tmp_path, refs):
+    import shutil
+    from types import SimpleNamespace
+
+    from core.generation import DiskFull
+    from models.backend import check_disk_space
+    from models.estimate import disk_bytes
+
+    request = _request(tmp_path, refs, model="Skywork/SkyReels-V3-R2V-14B", duration_s=5, resolution="720P",
+                       aspect="16:9")
+    needed = disk_bytes(request)
+    assert needed == int(121 * 720 * 1280 * 3 * 1.15)  # 5 s of 720P exact frames + their MP4s
+    with pytest.raises(DiskFull, match="Clean Up Render Files"):
+        check_disk_space(request, lambda path: SimpleNamespace(free=needed))  # the 1 GB margin is missing
+    check_disk_space(request, lambda path: SimpleNamespace(free=needed + 2**30))
+    # Pieces an earlier attempt left in the work folder are already written.
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "piece_0000.npy").write_bytes(b"x" * 10_000_000)
+    check_disk_space(request, lambda path: SimpleNamespace(free=needed - 10_000_000 + 2**30))
+    check_disk_space(_request(tmp_path, refs), lambda path: pytest.fail("tiny renders need no check"))
+    shutil.rmtree(tmp_path / "work")
+
+
+def test_a_disk_filling_up_mid_render_is_reported_in_words(tmp_path, refs, tiny_dir, monkeypatch):
+    import errno
+
+    from core.generation import DiskFull
+    from models.pipeline_base import PieceStore
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(PieceStore, "save", full)
+    with pytest.raises(DiskFull, match=r"disk is full.*resume"):
+        LocalBackend(tiny_dir=tiny_dir).render(_request(tmp_path, refs, seed=77), lambda e: None, threading.Event())
+    monkeypatch.setattr(PieceStore, "save", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EACCES, "denied")))
+    with pytest.raises(PermissionError):  # other errors stay what they are
+        LocalBackend(tiny_dir=tiny_dir).render(_request(tmp_path, refs, seed=78), lambda e: None, threading.Event())
