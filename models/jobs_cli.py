@@ -21,7 +21,7 @@ are offered for resume, and resuming a job a node finished re-assembles its outp
 without loading a model and lands it on the timeline as usual.
 
 Exit codes: 0 done, 1 some jobs failed (``run``), 2 bad input, 3 models missing, 4 out of GPU memory,
-130 cancelled.
+5 disk full, 130 cancelled.
 Imports torch only in the processes that render. Never imports PySide6 or ``app``.
 """
 
