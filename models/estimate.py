@@ -126,8 +126,8 @@ def rough_seconds(request: RenderRequest) -> float:
 
 
 def estimate(request: RenderRequest, calibration: Path | None = None) -> dict[str, Any] | None:
-    """The estimate as a plain dict (``seconds``, ``fits``, ``peak_bytes``, ``available_bytes``, ``note``),
-    or None for the tiny test models (the dialog has measured CPU timings for those)."""
+    """The estimate as a plain dict (``seconds``, ``fits``, ``peak_bytes``, ``available_bytes``,
+    ``disk_bytes``, ``note``), or None for the tiny test models (the dialog has measured CPU timings for those)."""
     if request.model == "tiny":
         return None
     pieces, steps, latent_frames = _pieces_and_steps(request)
@@ -135,8 +135,8 @@ def estimate(request: RenderRequest, calibration: Path | None = None) -> dict[st
     tokens = latent_frames * (height // 16) * (width // 16)
     params = _PARAMS.get(request.task, _DEFAULT_PARAMS)
     resolution = "480P" if request.quality == Quality.DRAFT else request.resolution
-    result: dict[str, Any] = {}
-    notes = []
+    result: dict[str, Any] = {"disk_bytes": disk_bytes(request)}
+    notes = [f"about {result['disk_bytes'] / 1e9:.1f} GB of disk for its checkpoints"]
     device_name = None
     if "torch" in sys.modules:  # loaded by the render worker's warm-up; never imported here
         import torch
@@ -153,7 +153,7 @@ def estimate(request: RenderRequest, calibration: Path | None = None) -> dict[st
             notes.append("plan: " + ", ".join(p.value for p in plan.policies))
         else:
             notes.append("no CUDA GPU here: the full-size models need one (the tiny test models run on the CPU)")
-            return {"fits": False, "note": "; ".join(notes)}
+            return {"fits": False, "disk_bytes": result["disk_bytes"], "note": "; ".join(notes)}
     else:
         notes.append("memory check once the engine has loaded")
     measured = _read(calibration or calibration_path()).get(_key(device_name, request.task, resolution)) \
