@@ -393,7 +393,8 @@ def test_generate_menu_and_show_queue(window, qtbot, studio):
     texts = [a.text() for a in menu.actions() if not a.isSeparator()]
     assert texts == ["&Shot from References…", "&Extend Clip…", "&Cut to…", "&Avatar from Audio Region…",
                      "&Re-render (new seed)", "Draft &Preview of Clip", "&Final Render of Clip", "Show Render &Queue",
-                     "Render Waiting Jobs on All &GPUs…", "Send Waiting Jobs to a Render &Farm…"]
+                     "Render Waiting Jobs on All &GPUs…", "Send Waiting Jobs to a Render &Farm…",
+                     "Clean Up Render F&iles…"]
     studio.ui.dock.hide()
     studio.ui.actions["queue"].trigger()
     assert studio.ui.dock.isVisible()
