@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QPoint, Qt
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QMenu, QMessageBox
 
 from app.device_run import DeviceRun, DeviceRunBar, DeviceRunDialog, jobs_run_command, waiting_jobs
@@ -250,12 +250,18 @@ class RenderUi:
 
     # -- disk space ---------------------------------------------------------------------------------
 
-    def confirm_cleanup(self, text: str) -> bool:
-        """Ask before deleting (tests replace this)."""
-        answer = QMessageBox.question(self.window, "Clean Up Render Files", text,
-                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
-                                      QMessageBox.StandardButton.Cancel)
-        return answer == QMessageBox.StandardButton.Yes
+    def confirm_cleanup(self, text: str, details: str = "") -> bool:
+        """Ask before deleting; ``details`` (each folder, its size and why) behind Show Details (tests
+        replace this)."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Clean Up Render Files", text,
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self.window)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        delete = box.button(QMessageBox.StandardButton.Yes)
+        delete.setText("Delete")
+        delete.setIcon(QIcon())  # not the theme's green tick: this deletes files
+        if details:
+            box.setDetailedText(details)
+        return box.exec() == QMessageBox.StandardButton.Yes
 
     def clean_up_render_files(self) -> None:
         """Delete the render checkpoints nothing needs any more (see :mod:`core.render_cleanup`): the
@@ -274,7 +280,8 @@ class RenderUi:
                 f"{finished} finished render(s) and {len(items) - finished} job(s) no longer in the queue keep "
                 "the exact frames of their pieces so that a render can resume. The clips on the timeline do not "
                 "need them. Unfinished, failed and cancelled jobs keep theirs.")
-        if not self.confirm_cleanup(text):
+        details = "\n".join(f"{_size(item.size):>9s}  {item.path}  ({item.reason})" for item in items)
+        if not self.confirm_cleanup(text, details):
             return
         freed, errors = remove_render_files(items)
         message = f"Freed {_size(freed)} of render checkpoints."

@@ -593,10 +593,13 @@ def test_clean_up_render_files_frees_finished_checkpoints_and_keeps_resumable_on
     orphan.mkdir(parents=True)
     (orphan / "piece_0000.npy").write_bytes(b"x" * 2_000_000)
     asked = []
-    studio.ui.confirm_cleanup = lambda text: asked.append(text) or False  # Cancel first: nothing goes
+    studio.ui.confirm_cleanup = lambda text, details: asked.append((text, details)) or False  # Cancel: none go
     studio.ui.actions["cleanup"].trigger()
-    assert len(asked) == 1 and "2.0 MB" in asked[0] and orphan.is_dir()
-    studio.ui.confirm_cleanup = lambda text: True
+    assert len(asked) == 1 and "2.0 MB" in asked[0][0] and orphan.is_dir()
+    lines = asked[0][1].splitlines()  # each folder with its size and why, the largest first
+    assert len(lines) == 2 and str(orphan) in lines[0] and "no longer in the render queue" in lines[0]
+    assert done.request.work_dir in lines[1] and "finished" in lines[1]
+    studio.ui.confirm_cleanup = lambda text, details: True
     studio.ui.actions["cleanup"].trigger()
     assert not orphan.exists() and not Path(done.request.work_dir).exists()
     assert Path(done.request.output_path).is_file()  # the landed clip's file stays
