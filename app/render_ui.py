@@ -266,6 +266,7 @@ class RenderUi:
     def clean_up_render_files(self) -> None:
         """Delete the render checkpoints nothing needs any more (see :mod:`core.render_cleanup`): the
         exact frames kept for resuming, of finished jobs and of jobs no longer in the queue."""
+        from core.model_store import format_bytes
         from core.render_cleanup import remove_render_files, render_files_to_clean
 
         root = self.controller.media_root() if self.window.doc.path else None
@@ -276,15 +277,15 @@ class RenderUi:
             return
         total = sum(item.size for item in items)
         finished = sum(1 for item in items if item.reason.startswith("finished"))
-        text = (f"Delete {_size(total)} of render checkpoints?\n\n"
+        text = (f"Delete {format_bytes(total)} of render checkpoints?\n\n"
                 f"{finished} finished render(s) and {len(items) - finished} job(s) no longer in the queue keep "
                 "the exact frames of their pieces so that a render can resume. The clips on the timeline do not "
                 "need them. Unfinished, failed and cancelled jobs keep theirs.")
-        details = "\n".join(f"{_size(item.size):>9s}  {item.path}  ({item.reason})" for item in items)
+        details = "\n".join(f"{format_bytes(item.size):>9s}  {item.path}  ({item.reason})" for item in items)
         if not self.confirm_cleanup(text, details):
             return
         freed, errors = remove_render_files(items)
-        message = f"Freed {_size(freed)} of render checkpoints."
+        message = f"Freed {format_bytes(freed)} of render checkpoints."
         if errors:
             message += f" {len(errors)} folder(s) could not be removed: " + "; ".join(errors[:3])
         self.controller.message.emit(message)
@@ -421,10 +422,3 @@ def attach_render_ui(window: Any, backend_factory: Callable[[], Any], estimator:
     controller = RenderController(window, backend_factory, estimator)
     controller.ui = RenderUi(window, controller, estimator)  # type: ignore[attr-defined]
     return controller
-
-
-def _size(size: int) -> str:
-    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} bytes"

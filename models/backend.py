@@ -69,6 +69,7 @@ DISK_MARGIN_BYTES = 1024**3  # left free beside a render's files (the system, th
 def check_disk_space(request: RenderRequest, disk_usage: Callable[[str], Any] = shutil.disk_usage) -> None:
     """Refuse a render whose checkpoints and output would not fit the disk of its work folder
     (:class:`DiskFull`), before any model loads; what an earlier attempt left there counts as written."""
+    from core.model_store import format_bytes
     from core.render_cleanup import folder_size
     from models.estimate import disk_bytes
 
@@ -83,8 +84,8 @@ def check_disk_space(request: RenderRequest, disk_usage: Callable[[str], Any] = 
     free = int(disk_usage(str(existing)).free)
     if free < needed + DISK_MARGIN_BYTES:
         raise DiskFull(
-            f"Not enough disk space for this render: it needs about {needed / 1e9:.1f} GB for its checkpoints "
-            f"and output in {existing}, which has {free / 1e9:.1f} GB free (1 GB is kept free). Free some space "
+            f"Not enough disk space for this render: it needs about {format_bytes(needed)} for its checkpoints "
+            f"and output in {existing}, which has {format_bytes(free)} free (1 GB is kept free). Free some space "
             "(Generate ▸ Clean Up Render Files… deletes the checkpoints nothing needs any more) or move the "
             "project to a larger disk."
         )
@@ -127,8 +128,10 @@ class LocalBackend:
     ) -> RenderResult:
         started = time.monotonic()
         validated, self._validated = self._validated, None
+        # After validate() of this very request (inputs unchanged) its inputs are read and the disk checked.
+        checked = False
         if validated is not None and validated[0] == request and validated[1] == _input_stamps(request):
-            task_request = validated[2]
+            task_request, checked = validated[2], True
         else:
             task_request = self._prepare(request)
         timer = _StepTimer(emit)
@@ -138,7 +141,8 @@ class LocalBackend:
             return dataclasses.replace(reused, seconds=time.monotonic() - started)
         import torch
 
-        check_disk_space(request)
+        if not checked:
+            check_disk_space(request)
         try:
             with self._lock:
                 result = self._run(request, task_request, ctx)

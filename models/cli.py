@@ -124,6 +124,10 @@ class ProgressBar:
             self.stream.write(f"\n{event.text}\n")
 
 
+# The exit code of each error that carries its own message for the user.
+EXIT_CODES: dict[type[Exception], int] = {RequestInvalid: 2, ModelsMissing: 3, OutOfMemory: 4, DiskFull: 5}
+
+
 def run_for_cli(
     render: Callable[[], RenderResult], request: RenderRequest, cancel: threading.Event
 ) -> RenderResult | int:
@@ -132,18 +136,9 @@ def run_for_cli(
     kept)."""
     try:
         return render()
-    except RequestInvalid as error:
+    except (RequestInvalid, ModelsMissing, OutOfMemory, DiskFull) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    except ModelsMissing as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 3
-    except OutOfMemory as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 4
-    except DiskFull as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 5
+        return EXIT_CODES[type(error)]
     except (KeyboardInterrupt, RenderCancelled):
         cancel.set()
         print(f"\ncancelled; finished pieces are kept in {request.work_dir} and a rerun resumes from them",

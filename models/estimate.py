@@ -135,8 +135,10 @@ def estimate(request: RenderRequest, calibration: Path | None = None) -> dict[st
     tokens = latent_frames * (height // 16) * (width // 16)
     params = _PARAMS.get(request.task, _DEFAULT_PARAMS)
     resolution = "480P" if request.quality == Quality.DRAFT else request.resolution
+    from core.model_store import format_bytes  # when asked, not when the editor imports this module
+
     result: dict[str, Any] = {"disk_bytes": disk_bytes(request)}
-    notes = [f"about {result['disk_bytes'] / 1e9:.1f} GB of disk for its checkpoints"]
+    notes = [f"about {format_bytes(result['disk_bytes'])} of disk for its checkpoints"]
     device_name = None
     if "torch" in sys.modules:  # loaded by the render worker's warm-up; never imported here
         import torch

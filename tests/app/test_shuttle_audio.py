@@ -46,6 +46,14 @@ def _wait_for_sound(qtbot, playback) -> None:
     qtbot.waitUntil(lambda: playback._buffer is not None and len(playback._buffer) > 0, timeout=10000)
 
 
+def _play(qtbot, playback, output_factory, speed: int):
+    """Start playback at ``speed`` and wait for its first sound; the audio stream the device pulls from."""
+    playback.play(speed)
+    stream = output_factory.streams[0]
+    _wait_for_sound(qtbot, playback)
+    return stream
+
+
 def _pump_frames(qtbot, playback, stream, count: int, step: int) -> list[np.ndarray]:
     """Pull one frame duration of sound ``count`` times; the playhead moves ``step`` frames each time."""
     pulled = []
@@ -59,9 +67,7 @@ def _pump_frames(qtbot, playback, stream, count: int, step: int) -> list[np.ndar
 def test_shuttle_at_2x_plays_the_tone_at_its_pitch_in_half_the_time(qtbot, window, tmp_path, output_factory):
     _place_audio(qtbot, window, _write(tmp_path, "a440.wav", tone(2.0, 440.0)))
     playback = window.doc.playback
-    playback.play(2)
-    stream = output_factory.streams[0]
-    _wait_for_sound(qtbot, playback)
+    stream = _play(qtbot, playback, output_factory, 2)
     assert playback.position == 0
     # The picture moves 2 frames for each frame duration of samples the device took.
     pulled = _pump_frames(qtbot, playback, stream, 6, 2)
@@ -79,9 +85,7 @@ def test_shuttle_at_2x_plays_the_tone_at_its_pitch_in_half_the_time(qtbot, windo
 def test_shuttle_at_4x_is_a_quarter_as_long(qtbot, window, tmp_path, output_factory):
     _place_audio(qtbot, window, _write(tmp_path, "a440.wav", tone(2.0, 440.0)))
     playback = window.doc.playback
-    playback.play(4)
-    stream = output_factory.streams[0]
-    _wait_for_sound(qtbot, playback)
+    stream = _play(qtbot, playback, output_factory, 4)
     out = stream.pump(RATE)
     assert abs(last_sound(out) - RATE // 2) < 0.02 * RATE
     assert dominant_frequency(out[RATE // 20 : 9 * RATE // 20]) == pytest.approx(440.0, rel=0.03)
@@ -96,9 +100,7 @@ def test_reverse_shuttle_plays_the_mix_backwards(qtbot, window, tmp_path, output
     _place_audio(qtbot, window, _write(tmp_path, "chirp.wav", chirp(2.0, 300.0, 1500.0)))
     playback = window.doc.playback
     playback.seek(48)
-    playback.play(speed)
-    stream = output_factory.streams[0]
-    _wait_for_sound(qtbot, playback)
+    stream = _play(qtbot, playback, output_factory, speed)
     pulled = _pump_frames(qtbot, playback, stream, 4, speed)
     assert playback.position == 48 + 4 * speed
     duration = 2 * RATE // -speed
@@ -122,9 +124,7 @@ def test_changing_speed_while_playing_goes_on_from_the_playhead(qtbot, window, t
     marks = np.concatenate([tone(1.0, 400.0), tone(1.0, 800.0), tone(1.0, 1200.0)])
     _place_audio(qtbot, window, _write(tmp_path, "steps.wav", marks))
     playback = window.doc.playback
-    playback.play(1)
-    stream = output_factory.streams[0]
-    _wait_for_sound(qtbot, playback)
+    stream = _play(qtbot, playback, output_factory, 1)
     stream.pump(3 * RATE // 4)
     qtbot.waitUntil(lambda: playback.position == 18, timeout=2000)
     playback.shuttle(1)  # L again: 2x from the playhead (0.75 s)
@@ -161,9 +161,7 @@ def test_long_shuttles_are_mixed_in_pieces_that_join_without_a_click(
     monkeypatch.setattr(
         playback, "_place_mix", lambda first, samples: (placed.append(first), real_place(first, samples))
     )
-    playback.play(2)
-    stream = output_factory.streams[0]
-    _wait_for_sound(qtbot, playback)
+    stream = _play(qtbot, playback, output_factory, 2)
     pulled = []
     for _ in range(24):  # 1.2 s of output in 50 ms pulls, each followed by ticks and the next mix
         pulled.append(stream.pump(RATE // 20))
@@ -184,9 +182,7 @@ def test_long_shuttles_are_mixed_in_pieces_that_join_without_a_click(
 def test_an_edit_while_shuttling_remixes_the_sound(qtbot, window, tmp_path, output_factory):
     clip_id = _place_audio(qtbot, window, _write(tmp_path, "a440.wav", tone(3.0, 440.0)))
     playback = window.doc.playback
-    playback.play(2)
-    stream = output_factory.streams[0]
-    _wait_for_sound(qtbot, playback)
+    stream = _play(qtbot, playback, output_factory, 2)
     assert np.abs(stream.pump(4800)).max() > 0.4
     track_id = window.doc.project.clip(clip_id).track_id
     window.doc.editing.set_track_muted(track_id, True)
@@ -201,9 +197,7 @@ def test_shuttle_sound_stops_at_the_loop_end(qtbot, window, tmp_path, output_fac
     _place_audio(qtbot, window, _write(tmp_path, "a440.wav", tone(2.0, 440.0)))
     playback = window.doc.playback
     playback.loop_end = 24  # one second of timeline: a quarter second of sound at 4x
-    playback.play(4)
-    stream = output_factory.streams[0]
-    _wait_for_sound(qtbot, playback)
+    stream = _play(qtbot, playback, output_factory, 4)
     out = stream.pump(RATE // 2)
     assert abs(last_sound(out) - RATE // 4) < 0.02 * RATE
     qtbot.waitUntil(lambda: not playback.playing, timeout=3000)

@@ -34,7 +34,7 @@ def test_cpu_machine_says_full_size_does_not_fit(tmp_path):
     assert "seconds" not in answer  # no time estimate for a device that cannot run the job
     # The disk the checkpoints take is told too: 5 s of 720P exact frames, plus their MP4s.
     assert answer["disk_bytes"] == int(121 * 720 * 1280 * 3 * 1.15)
-    assert "about 0.4 GB of disk" in answer["note"]
+    assert "about 384.7 MB of disk" in answer["note"]
     avatar = estimate(_request(task=Task.TALKING_AVATAR, audio_start_s=0.0, audio_end_s=200.0), tmp_path / "c.json")
     assert avatar["disk_bytes"] == int(5001 * 720 * 1280 * 3 * 1.15)  # 200 s at 25 fps: 15.9 GB
 
