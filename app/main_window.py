@@ -4,7 +4,7 @@ Owns :class:`MainWindow`. It holds one open project at a time (a :class:`_Docume
 undo stack, the editing controller, playback and the panels built for it); opening another project
 tears that down and builds a new one. File operations go through :mod:`app.document` (atomic saves,
 autosave after bursts of changes, recovery prompt, relinking); export runs in an
-:class:`app.workers.ExportWorker`.
+:class:`app.workers.ExportWorker`; File ▸ Collect Media… is :class:`app.collect_media.MediaCollector`.
 
 User questions (save changes? recover autosave? where to save?) go through small overridable methods
 (``ask_*`` / ``choose_*``) so tests can answer them without a modal dialog. Main thread only.
@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from app import document, theme
 from app.bin import BinPanel
+from app.collect_media import MediaCollector, untitled_hint
 from app.editing import EditingController
 from app.inspector import InspectorPanel
 from app.media_jobs import MediaCache
@@ -116,6 +117,7 @@ class MainWindow(QMainWindow):
         self._autosave_timer.timeout.connect(self._on_autosave_timer_timeout)
         self._status_label = QLabel("")
         self.statusBar().addPermanentWidget(self._status_label)
+        self.collector = MediaCollector(self)  # File ▸ Collect Media… (app/collect_media.py)
         self._build_actions()
         self._build_menus()
         self._set_document(document.new_project(), None)
@@ -163,6 +165,11 @@ class MainWindow(QMainWindow):
         self.act_save_as = self._action("Save &As…", self.save_as_dialog, K.SaveAs)
         self.act_import = self._action("&Import Media…", self.import_dialog, "Ctrl+I", "import")
         self.act_relink = self._action("&Relink Missing Media…", self.relink_missing, icon="relink")
+        self.act_collect = self._action(
+            "&Collect Media…",
+            lambda: self.collector.start(),
+            tip="Copy the media files the project uses into its own folder (<project>.media/collected)",
+        )
         self.act_export = self._action("&Export to MP4…", self.export_dialog_open, "Ctrl+E", "export")
         self.act_quit = self._action("&Quit", self.close, K.Quit)
         self.act_undo = self._action("&Undo", lambda: self.doc.stack.undo(), K.Undo)
@@ -233,7 +240,7 @@ class MainWindow(QMainWindow):
         for a in (self.act_save, self.act_save_as):
             file_menu.addAction(a)
         file_menu.addSeparator()
-        for a in (self.act_import, self.act_relink):
+        for a in (self.act_import, self.act_relink, self.act_collect):
             file_menu.addAction(a)
         file_menu.addSeparator()
         file_menu.addAction(self.act_export)
@@ -618,7 +625,9 @@ class MainWindow(QMainWindow):
         self.prefs.add_recent_project(path)
         self.prefs.last_project_dir = str(path.parent)
         self._update_title()
-        self.show_message(f"Saved {path.name}")
+        # The first save of a project whose renders stayed in the shared untitled.media: say how to collect them.
+        hint = untitled_hint(doc.project, path.name) if old_path is None else ""
+        self.show_message(hint or f"Saved {path.name}", 20000 if hint else 8000)
         return True
 
     def _discard_autosave(self) -> None:
@@ -840,6 +849,7 @@ class MainWindow(QMainWindow):
         if self.export_worker is not None:
             self.export_worker.cancel_event.set()
             self._end_export()
+        self.collector.shutdown()
         with contextlib.suppress(RuntimeError):
             self.prefs.save_window_state(
                 self.saveGeometry(),

@@ -25,11 +25,15 @@ Files: outputs under ``<project>.media/renders/``, checkpoints of finished piece
 ``<project>.media/work/<job id>/``. An untitled project uses ``untitled.media`` in the app's data folder
 (:meth:`RenderController.media_root`) and keeps its queue in the untitled autosave, so a crash before
 the first save loses neither. When it is first saved ("Save As"), the queue goes into the new file and
-the jobs submitted before keep their files in ``untitled.media``, where they are: nothing is moved or
-rewritten. That loses nothing: a job running meanwhile keeps writing where it started and lands from
+the jobs submitted before keep their files in ``untitled.media``, where they are: the save moves and
+rewrites nothing. That loses nothing: a job running meanwhile keeps writing where it started and lands from
 there, finished renders already on the timeline keep the asset paths they have, and paused jobs resume
 from checkpoints that never moved. The saved file refers to those files like to any media outside the
-project folder (see :mod:`core.persistence`); jobs submitted after the save use ``<project>.media``.
+project folder (see :mod:`core.persistence`); jobs submitted after the save use ``<project>.media``. The
+status bar then suggests File ▸ Collect Media… (:mod:`app.collect_media`), which copies those renders and
+any other media from outside the project folder into ``<project>.media/collected`` and points the project
+at the copies in one undo step; then only the project's unfinished jobs still need ``untitled.media``
+(they keep the paths they were queued with, and so do the files they use, which are not collected).
 
 Extension and cut-to continue the *clip*, not the file under it: an untrimmed clip sends its asset's file
 as ``input_video``; a trimmed one sends ``<work dir>/source_excerpt.mp4``, the frames it shows (see
