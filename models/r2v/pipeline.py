@@ -291,6 +291,16 @@ class ReferenceToVideoPipeline:
         self.placement = placement or NullPlacement()
         self.bucket_tables = dict(bucket_tables or {})
         self.text_cache = TextEmbeddingCache()
+        self._schedulers: dict[float, UniPCMultistepScheduler] = {}
+
+    def _scheduler(self, shift: float) -> UniPCMultistepScheduler:
+        """The pipeline's scheduler for ``shift``, built once and reused by every job, as diffusers
+        pipelines reuse theirs: ``set_timesteps`` starts each run afresh (building a diffusers
+        scheduler costs more than a step of a small render)."""
+        scheduler = self._schedulers.get(shift)
+        if scheduler is None:
+            scheduler = self._schedulers[shift] = make_scheduler(shift)
+        return scheduler
 
     # -- phases ---------------------------------------------------------------------------------
 
@@ -363,8 +373,8 @@ class ReferenceToVideoPipeline:
             else preset.guidance_scale_img
         )
         steps = request.effective_steps
-        scheduler = make_scheduler(preset.shift)
-        scheduler.set_timesteps(steps, device=self.device)
+        scheduler = self._scheduler(preset.shift)
+        scheduler.set_timesteps(steps, device=self.device)  # resets all of its sampling state
         if trace is not None:
             trace["scheduler.timesteps"] = scheduler.timesteps.cpu().clone()
             trace["scheduler.sigmas"] = scheduler.sigmas.cpu().clone()
@@ -426,12 +436,12 @@ class ReferenceToVideoPipeline:
         """Streaming decode: uint8 frames ``[F, H, W, 3]``, one latent frame of VAE work at a time.
         With ``on_frames`` each group goes there as soon as it is decoded (and none are returned)."""
         vae = self.components.vae
-        vae_device = next(vae.parameters()).device
+        weight = next(vae.parameters())  # its device and dtype (``vae.dtype`` scans every parameter)
         z_dim = vae.config.z_dim
         mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, z_dim, 1, 1, 1)
         inv_std = 1.0 / torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, z_dim, 1, 1, 1)
         # Official de-normalisation, literally a division by the reciprocal (bit parity).
-        z = (latents.float().cpu() / inv_std + mean).to(vae_device, vae.dtype)
+        z = (latents.float().cpu() / inv_std + mean).to(weight.device, weight.dtype)
         chunks: list[np.ndarray] = []
         for video in stream_decode(vae, z, check_cancel=ctx.check_cancel):
             if on_frames is not None:
@@ -637,5 +647,7 @@ def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     The rounding happens where the video is (the GPU), so a quarter of the bytes cross to the host:
     the same float32 operations one by one, and ``torch.round`` rounds halves to even as numpy does.
     """
-    images = (video[0].detach().permute(1, 2, 3, 0).float() / 2 + 0.5).clamp(0, 1)
-    return (images * 255).round().to(torch.uint8).cpu().numpy()
+    # Element-wise, so the layout does not change a value: the arithmetic runs on the decoder's
+    # contiguous [3, F, H, W] and only the uint8 result is put in frame order.
+    images = (video[0].detach().float() / 2 + 0.5).clamp_(0, 1)
+    return (images * 255).round_().to(torch.uint8).permute(1, 2, 3, 0).contiguous().cpu().numpy()
