@@ -252,7 +252,7 @@ class ExtensionBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=config.eps, elementwise_affine=False)
         self.ffn = ffn(dim, config.ffn_dim)
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
-        self.ffn_chunk_tokens: int | None = None  # optional memory saver, numerically neutral
+        self.ffn_chunk_tokens: int | None = None  # optional memory saver (same up to float rounding)
 
     def _ffn(self, x: torch.Tensor) -> torch.Tensor:
         chunk = self.ffn_chunk_tokens
@@ -330,12 +330,14 @@ class ExtensionTransformer(nn.Module):
         self.round_between_blocks = True
         self._offload: tuple[torch.device, torch.device] | None = None
         self._host_weights: list[list[torch.Tensor]] = []
+        self._copy_stream: torch.cuda.Stream | None = None  # side stream of the block prefetch (CUDA)
         self._rope_cache: dict[torch.device, torch.Tensor] = {}
 
     # -- options --------------------------------------------------------------------------------
 
     def set_ffn_chunking(self, tokens: int | None) -> None:
-        """Evaluate each FFN over at most ``tokens`` tokens at a time (lower peak memory, same numbers)."""
+        """Evaluate each FFN over at most ``tokens`` tokens at a time (lower peak memory; the same
+        numbers up to float rounding: a short slice may take another matmul kernel)."""
         for block in self.blocks:
             block.ffn_chunk_tokens = tokens  # type: ignore[union-attr]
 
@@ -346,8 +348,10 @@ class ExtensionTransformer(nn.Module):
         only while it runs (the official ``--low_vram`` block offload; numerically neutral).
 
         Weights are read-only, so a block is released by pointing its parameters back at the host
-        copies: nothing is ever copied back. Host copies are pinned for a CUDA compute device.
-        Embeddings and head live on ``compute_device``.
+        copies: nothing is ever copied back. Host copies are pinned for a CUDA compute device, and the
+        next block is copied on a side CUDA stream while the current one computes (see
+        :meth:`_offloaded_blocks`); on other devices each block is uploaded when it is needed.
+        Embeddings and head live on ``compute_device``. Works with bfloat16 and float8 blocks alike.
         """
         compute = torch.device(compute_device)
         storage = torch.device(storage_device)
@@ -366,6 +370,7 @@ class ExtensionTransformer(nn.Module):
                 param.data = host
                 hosts.append(host)
             self._host_weights.append(hosts)
+        self._copy_stream = torch.cuda.Stream(compute) if pin else None
         self._offload = (compute, storage)
 
     def disable_block_offload(self) -> None:
@@ -374,14 +379,82 @@ class ExtensionTransformer(nn.Module):
             self.blocks.to(self._offload[0])
         self._offload = None
         self._host_weights = []
+        self._copy_stream = None
 
-    def _upload(self, index: int, device: torch.device) -> None:
-        for param, host in zip(_block_tensors(self.blocks[index]), self._host_weights[index], strict=True):
-            param.data = host.to(device, non_blocking=True)
+    @property
+    def block_offload(self) -> tuple[torch.device, torch.device] | None:
+        """``(compute device, storage device)`` while blocks are offloaded, else None."""
+        return self._offload
+
+    def _upload(self, index: int, device: torch.device) -> torch.cuda.Event | None:
+        """Point block ``index`` at copies on ``device``. With the side stream the copies are only
+        queued there; the returned event marks their end (the compute stream must wait on it)."""
+        pairs = zip(_block_tensors(self.blocks[index]), self._host_weights[index], strict=True)
+        stream = self._copy_stream
+        if stream is None:
+            for param, host in pairs:
+                param.data = host.to(device, non_blocking=True)
+            return None
+        with torch.cuda.stream(stream):
+            for param, host in pairs:
+                param.data = host.to(device, non_blocking=True)  # from pinned memory: asynchronous
+            copied = torch.cuda.Event()
+            copied.record(stream)
+        return copied
 
     def _release(self, index: int) -> None:
         for param, host in zip(_block_tensors(self.blocks[index]), self._host_weights[index], strict=True):
             param.data = host
+
+    def _offloaded_blocks(
+        self,
+        hidden: torch.Tensor,
+        block_args: tuple[Any, ...],
+        between_blocks: Callable[[], None] | None,
+    ) -> torch.Tensor:
+        """Run the blocks with their weights uploaded one block ahead.
+
+        On CUDA, block i+1 is copied on the side stream while block i computes; the compute stream
+        waits on the copy's event before block i+1 starts. Block i-1 is released once the host has
+        seen it finish (its event), which also keeps the host at most one block ahead of the GPU: at
+        most two blocks' weights are on the device at a time (the planner's estimate). The copies are
+        allocated on the side stream and read on the compute stream; releasing them only after that
+        event keeps the allocator from handing their memory to the next copy too early. The arithmetic
+        is the resident model's: only where the weights come from changes.
+        """
+        assert self._offload is not None
+        compute = self._offload[0]
+        on_stream = self._copy_stream is not None
+        uploaded = [0]  # blocks whose parameters point at device copies, oldest first
+        copied = self._upload(0, compute)
+        finished: torch.cuda.Event | None = None  # end of the previous block on the compute stream
+        try:
+            for index, block in enumerate(self.blocks):
+                if between_blocks is not None:
+                    between_blocks()
+                if copied is not None:
+                    torch.cuda.current_stream(compute).wait_event(copied)
+                hidden = block(hidden, *block_args)
+                if finished is not None:
+                    finished.synchronize()  # block index-1 is done: its weights may go
+                if len(uploaded) > 1:
+                    self._release(uploaded.pop(0))
+                if on_stream:
+                    finished = torch.cuda.Event()
+                    finished.record(torch.cuda.current_stream(compute))
+                if index + 1 < len(self.blocks):
+                    copied = self._upload(index + 1, compute)
+                    uploaded.append(index + 1)
+            if finished is not None:
+                finished.synchronize()
+        except BaseException:
+            if on_stream:  # a cancel between blocks: nothing queued may still read what is released
+                torch.cuda.synchronize(compute)
+            raise
+        finally:
+            for index in uploaded:
+                self._release(index)
+        return hidden
 
     # -- forward --------------------------------------------------------------------------------
 
@@ -472,17 +545,13 @@ class ExtensionTransformer(nn.Module):
         text = self.text_embedding(context.to(weight.device))
 
         hidden = tokens
-        for index, block in enumerate(self.blocks):
-            if between_blocks is not None:
-                between_blocks()
-            if self._offload is None:
+        if self._offload is not None:
+            hidden = self._offloaded_blocks(hidden, (e0, rope, text, round_output), between_blocks)
+        else:
+            for block in self.blocks:
+                if between_blocks is not None:
+                    between_blocks()
                 hidden = block(hidden, e0, rope, text, round_output)
-                continue
-            self._upload(index, self._offload[0])
-            try:
-                hidden = block(hidden, e0, rope, text, round_output)
-            finally:
-                self._release(index)
         out = self.head(hidden, e)
 
         if len(segments) > 1:
