@@ -8,7 +8,8 @@ Owns:
   :func:`prepare_request`, before anything loads, and raises :class:`core.generation.RequestInvalid`
   with a message for the user;
 * the checkpoint folder (official layout, spec 4.1): :func:`missing_files` lists exactly what a
-  partial folder lacks, :func:`load_components` loads it strictly under the official key names;
+  partial folder lacks, :func:`load_components` loads it strictly under the official key names and
+  carries out a :class:`models.memory.MemoryPlan` (:func:`job_size` is what the planner sizes);
 * generation (:class:`ExtensionPipeline`): progress per step and per piece through
   :class:`models.pipeline_base.RunContext`, cancel honoured between transformer blocks and after every
   step (no VAE decode after a cancel), every finished piece checkpointed, resume from the last finished
@@ -35,7 +36,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -47,6 +48,9 @@ from models.extension.transformer import ExtensionTransformer
 from models.extension.transitions import compose_prompt
 from models.input_cache import InputCache, read_through
 from models.pipeline_base import RunContext, TextEmbeddingCache
+
+if TYPE_CHECKING:
+    from models.memory import JobSize, MemoryPlan
 
 FPS = 24
 DEFAULT_STEPS = 8
@@ -342,6 +346,27 @@ def prepare_request(request: ExtensionRequest, cache: InputCache | None = None) 
     )
 
 
+def job_size(prepared: PreparedInput, **sizes: Any) -> JobSize:
+    """The :class:`models.memory.JobSize` of a prepared request, for the memory planner.
+
+    The full-size models unless ``sizes``: the one 14.3 B transformer the mode loads (``transformer/``
+    or ``shot_transformer/``, same size), UMT5-XXL and the Wan VAE. The tokens are those of the largest
+    forward at the request's bucket: the noisy latents plus the condition latents that go through the
+    transformer with them (single shot: 7 condition + up to 33 new latent frames; shot switching:
+    ``6·d + 1`` new + ``2·d - 1`` context frames); one forward per step (guidance 1).
+    """
+    from models.memory import JobSize
+
+    latent_frames = max(piece.latent_frames + piece.condition_latents for piece in prepared.plan)
+    per_frame = (prepared.height // 16) * (prepared.width // 16)  # 8x VAE, then 2x2 patches
+    return JobSize(
+        tokens=latent_frames * per_frame,
+        frame_height=prepared.height,
+        frame_width=prepared.width,
+        **{"forwards_per_step": 1, **sizes},
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Components and the checkpoint folder
 
@@ -389,6 +414,8 @@ class ExtensionComponents:
     new_scheduler: Callable[[], Scheduler]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     offload_text_encoder: bool = False  # keep T5 on the CPU between encodes (moved to ``device`` to encode)
+    text_encoder_on_cpu: bool = False  # T5 encodes on the CPU (it does not fit the device even alone)
+    park_transformer: bool = False  # the transformer leaves the device while T5 visits it to encode
 
 
 VAE_FILE = "Wan2.1_VAE.pth"
@@ -459,6 +486,7 @@ def load_components(
     *,
     offload: bool = False,
     low_vram: bool = False,
+    plan: MemoryPlan | None = None,
 ) -> ExtensionComponents:
     """Load one mode's models from a folder in the official layout (spec 4.1).
 
@@ -473,6 +501,14 @@ def load_components(
         offload: keep the text encoder on the CPU except while it encodes (official ``--offload``).
         low_vram: ``offload`` plus float8 weight-only transformer blocks kept on the CPU and uploaded
             one block at a time (official ``--low_vram``; changes the numbers by the quantisation).
+        plan: a :class:`models.memory.MemoryPlan` (from the planner), carried out with this pipeline's
+            own mechanisms on top of what the flags force: ``park_idle`` keeps T5 on the CPU between
+            encodes and parks the transformer on the CPU while T5 visits the device (unless its
+            blocks are streamed); ``text_encoder_on_cpu`` runs T5 on the CPU; ``block_streaming``
+            uploads the blocks one ahead from pinned host memory in the weight dtype (bfloat16: the
+            official numerics); ``fp8`` stores the blocks in float8 (the official low-VRAM numerics,
+            whatever ``plan.fp8`` names); ``ffn_chunk_tokens`` chunks every FFN; ``tiled_vae`` tiles
+            the VAE decode. Default: everything on ``device``.
 
     Raises:
         ModelsMissing: files are missing (all of them are named).
@@ -483,25 +519,46 @@ def load_components(
     root = Path(folder)
     device = torch.device(device)
     sizes = sizes or {}
-    offload = offload or low_vram
     cpu = torch.device("cpu")
-    transformer = load_transformer(root / mode.transformer_folder, cpu if low_vram else device, dtype)
-    if low_vram:
+    fp8 = low_vram or (plan is not None and plan.fp8 is not None)
+    stream = low_vram or (plan is not None and plan.block_streaming)
+    text_on_cpu = plan is not None and plan.text_encoder_on_cpu
+    offload = offload or low_vram or (plan is not None and plan.park_idle) or text_on_cpu
+    # A parked plan expects the transformer off the device while T5 encodes there (R2V's placement
+    # does the same); streamed blocks are already off it, and a T5 that runs on the CPU needs no room.
+    park = plan is not None and plan.park_idle and not stream and not text_on_cpu
+    on_cpu_first = fp8 or stream or park  # quantised on the CPU; streamed or parked from there
+    transformer = load_transformer(root / mode.transformer_folder, cpu if on_cpu_first else device, dtype)
+    if fp8:
         quantize_blocks_float8(transformer)
+    if stream:
         transformer.enable_block_offload(device, cpu)
-    vae = _load_vae(root / VAE_FILE, device, sizes.get("wan_vae"))
+    elif not park:
+        transformer.to(device)
+    if plan is not None and plan.ffn_chunk_tokens:
+        transformer.set_ffn_chunking(plan.ffn_chunk_tokens)
+    # The official low-VRAM mode decodes untiled, so the flag keeps doing that (the planner adds
+    # tiling to every low-VRAM plan, R2V's rule); a plan the memory asks for tiles the decode.
+    tiled = plan is not None and plan.tiled_vae and not low_vram
+    vae = _load_vae(root / VAE_FILE, device, sizes.get("wan_vae"), tiled=tiled)
     text_encoder = _load_text_encoder(
         root, cpu if offload else device, text_dtype or dtype, sizes.get("wan_t5")
     )
     return ExtensionComponents(
-        transformer, vae, text_encoder, _new_scheduler, device, offload_text_encoder=offload
-    )
+        transformer, vae, text_encoder, _new_scheduler, device,
+        offload_text_encoder=offload, text_encoder_on_cpu=text_on_cpu, park_transformer=park,
+    )  # fmt: skip
 
 
-def _load_vae(path: Path, device: torch.device, config: Mapping[str, Any] | None) -> VideoCodec:
+def _load_vae(
+    path: Path, device: torch.device, config: Mapping[str, Any] | None, *, tiled: bool = False
+) -> VideoCodec:
     from models.wan.vae import WanVAE
 
-    return WanVAE.from_pth(path, device=device, dtype=torch.float32, config=dict(config) if config else None)
+    vae = WanVAE.from_pth(path, device=device, dtype=torch.float32, config=dict(config) if config else None)
+    if tiled:
+        vae.enable_tiling()  # 256 px tiles every 192 px; frames no larger than a tile decode untiled
+    return vae
 
 
 def _load_text_encoder(
@@ -605,7 +662,12 @@ class ExtensionPipeline:
             if cached is not None:
                 return cached
         encoder = self.components.text_encoder
-        if self.components.offload_text_encoder and hasattr(encoder, "to"):
+        visits = self.components.offload_text_encoder and not self.components.text_encoder_on_cpu
+        if visits and hasattr(encoder, "to"):
+            if self.components.park_transformer:
+                self.components.transformer.to("cpu")  # room for T5; back before the denoising
+                if self.components.device.type == "cuda":
+                    torch.cuda.empty_cache()
             encoder.to(self.components.device)
             try:
                 context = encoder.encode([prompt])
@@ -629,6 +691,8 @@ class ExtensionPipeline:
         trace: dict[str, torch.Tensor] | None,
     ) -> torch.Tensor:
         """The FlowUniPC loop; ``model_call(latents [1,16,L,h,w], t) -> velocity [1,16,L,h,w]``."""
+        if self.components.park_transformer:
+            self.components.transformer.to(self.components.device)  # parked while T5 encoded
         scheduler = self.components.new_scheduler()
         scheduler.set_timesteps(steps, device=self.components.device, shift=SHIFT)
         timesteps = scheduler.timesteps
@@ -811,6 +875,7 @@ __all__ = [
     "PiecePlan",
     "PreparedInput",
     "check_checkpoint",
+    "job_size",
     "load_components",
     "load_transformer",
     "missing_files",
