@@ -13,6 +13,7 @@ not loaded yet, it answers without the memory part), so the dialog never stalls 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -28,6 +29,7 @@ _ASPECTS = {"1:1": 1.0, "3:4": 4 / 3, "4:3": 3 / 4, "16:9": 9 / 16, "9:16": 16 /
 _PARAMS = {Task.TALKING_AVATAR: 18_882_046_784}
 _DEFAULT_PARAMS = 14_288_491_584
 _DEFAULT_STEPS = {Task.TALKING_AVATAR: 4}
+_EXTENSIONS = (Task.SINGLE_SHOT_EXTENSION, Task.SHOT_SWITCHING_EXTENSION)
 _ASSUMED_TFLOPS = 250.0  # effective bf16 throughput of an H100-class GPU before calibration
 _LOAD_SECONDS = 60.0  # first load of a 14-19B pipeline from a fast disk
 _lock = threading.Lock()
@@ -68,10 +70,13 @@ def _pieces_and_steps(request: RenderRequest) -> tuple[int, int, int]:
     """(pieces, steps per piece, latent frames per piece) of a request."""
     task = request.task
     steps = request.steps or _DEFAULT_STEPS.get(task, 8)
+    # Extensions: the latent frames of the largest forward, the condition latents the transformer
+    # sees beside the new ones included (models.extension.pipeline.job_size): single shot 7 + 33 new,
+    # shot switching 2d - 1 + 6d + 1 = 8d.
     if task == Task.SINGLE_SHOT_EXTENSION:
-        return max(1, -(-int(request.duration_s) // 5)), steps, 33
+        return max(1, -(-int(request.duration_s) // 5)), steps, 7 + 33
     if task == Task.SHOT_SWITCHING_EXTENSION:
-        return 1, steps, (int(request.duration_s) * 24) // 4 + 1
+        return 1, steps, 8 * int(request.duration_s)
     if task == Task.TALKING_AVATAR:
         seconds = (request.audio_end_s or 0) - (request.audio_start_s or 0) or request.duration_s
         frames = int(seconds * 25)
@@ -150,6 +155,9 @@ def estimate(request: RenderRequest, calibration: Path | None = None) -> dict[st
             free = free_device_memory("cuda")
             job = JobSize(tokens=tokens, frame_height=height, frame_width=width, transformer_params=params)
             plan = plan_memory(free, job, device="cuda", offload=request.offload, low_vram=request.low_vram)
+            if request.task in _EXTENSIONS and request.low_vram:
+                # The extension's official low-VRAM mode decodes untiled (models.extension.pipeline).
+                plan = dataclasses.replace(plan, tiled_vae=False)
             result.update(peak_bytes=plan.estimated_peak_bytes, available_bytes=free,
                           fits=free is None or plan.estimated_peak_bytes <= free)
             notes.append("plan: " + ", ".join(p.value for p in plan.policies))
