@@ -6,7 +6,8 @@
 #
 # Stages, most valuable first, each under its own time limit so that one failure or overrun still
 # leaves the others' figures:
-#   1. the CUDA-only tests (block streaming with a prefetch stream, fp8 storage in bf16);
+#   1. the CUDA-only tests (block streaming with a prefetch stream, fp8 storage in bf16, the extension's
+#      prefetching block offload and plans carried out on the device, free memory counting own cache);
 #   2. the full-size 14B R2V transformer at 720P, 5 s (121 frames): bf16 all on the GPU against the
 #      plan chosen for a 24 GiB card (seconds per step, peak VRAM, the planner's estimate);
 #   3. pipeline figures on the GPU: latent preview, overhead beyond the model forwards (tiny models),
@@ -45,7 +46,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee 
 python3 -c "import torch, diffusers, transformers, av; print('torch', torch.__version__, 'diffusers',
 diffusers.__version__, 'transformers', transformers.__version__, 'av', av.__version__)" 2>&1 | tee -a "$log"
 stages=" ${*:-1 2 3 4 5 6} "
-[[ $stages == *" 1 "* ]] && stage 90 python3 -m pytest -q -p no:cacheprovider -m gpu tests/models/test_memory.py
+[[ $stages == *" 1 "* ]] && stage 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/models/test_memory.py tests/models/test_extension_memory.py
 [[ $stages == *" 2 "* ]] && stage 200 python3 bench/bench_full_size.py --device cuda --frames 121 --steps 1 \
     --policies gpu_resident,planned_24GiB
 [[ $stages == *" 3 "* ]] && stage 150 python3 bench/bench_pipelines.py preview overhead fullres --device cuda \

@@ -381,7 +381,7 @@ class LocalBackend:
         # On CUDA the planner picks the memory policies for this job's size (CPU: all resident); the
         # pipeline carries them out with its own offload, block upload, fp8 and FFN chunking. The
         # official flags still force what they always did (--low_vram: fp8 blocks uploaded one by one).
-        plan = self._extension_memory_plan(request, device, dtype, job_size(inputs))
+        plan = self._memory_plan(request, device, dtype, job_size(inputs))
         offload = request.offload or request.low_vram
         pipeline = self._pipeline(
             ("extension", extension.mode, str(folder), str(device), dtype, offload, request.low_vram,
@@ -396,24 +396,6 @@ class LocalBackend:
             if len(result.frames):  # shot switching (one short piece) returns its frames directly
                 output.write(result.frames)
         return RenderResult(request.output_path, output.frames, DEFAULT_FPS, *output.size)
-
-    def _extension_memory_plan(self, request: RenderRequest, device: Any, dtype: Any, job: Any) -> Any:
-        """:meth:`_memory_plan` for an extension job, with the device memory this process's allocator
-        holds (the loaded pipeline, the blocks it cached during the last render) counted as free. The
-        planner then sees the card as the first render saw it, so the next take reuses the loaded
-        pipeline instead of planning around its own weights (a lighter plan, a new cache key, a reload
-        with other numerics)."""
-        if device.type != "cuda":
-            return self._memory_plan(request, device, dtype, job)
-        import torch
-
-        from models.memory import free_device_memory, plan_memory
-
-        free = free_device_memory(device)
-        if free is not None:
-            free += torch.cuda.memory_reserved(device)
-        return plan_memory(free, job, device=str(device), compute_dtype=dtype,
-                           offload=request.offload, low_vram=request.low_vram)
 
     def _run_avatar(self, request, prepared, ctx, folder, device, dtype, buckets) -> RenderResult:
         from models.avatar.pipeline import job_size, load_pipeline, render_to_file

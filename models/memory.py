@@ -175,11 +175,18 @@ def available_host_memory() -> int | None:
 
 
 def free_device_memory(device: torch.device | str) -> int | None:
-    """Free bytes on ``device`` (CUDA: ``mem_get_info``); None when unknown (CPU, MPS)."""
+    """Bytes on ``device`` the next job of this process may plan with; None when unknown (CPU, MPS).
+
+    CUDA: ``mem_get_info``'s free bytes plus what this process's caching allocator holds (the loaded
+    pipeline and the blocks it kept from the last render). Those are the next job's to reuse or free, so
+    a second take plans as the first did instead of around the loaded model's own weights (which would
+    pick a lighter plan, change the cache key and reload the model with other numerics). Memory other
+    processes hold stays unavailable.
+    """
     device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
         free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
+        return int(free) + int(torch.cuda.memory_reserved(device))
     return None
 
 
