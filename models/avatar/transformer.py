@@ -5,7 +5,8 @@ the released ``*.safetensors`` shards load with ``strict=True``.
 Numerics follow the official ``modules/transformer_a2v.py`` (spec section 5.6): the model computes in the
 dtype of its weights (bfloat16 in production, float32 in the golden tests), the sinusoidal timestep
 embedding is built in float64 and cast to the weight dtype, layer norms and q/k RMS norms run in float32
-and cast back, and the 3-D rotary embedding is applied in float64. Attention is full and unmasked.
+and cast back, and the 3-D rotary embedding is applied in float64 (over token chunks of bounded size,
+bit-identical to one piece; see :func:`models.wan.dit_blocks.apply_rope`). Attention is full and unmasked.
 
 Single-person only: the official multi-speaker routing (``ref_target_masks`` + attention-map RoPE) is
 unreachable with one audio stream and is not implemented; ``ref_target_masks`` is accepted and ignored.
@@ -94,7 +95,8 @@ class AvatarTransformerConfig(WanDiTSizes):
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Full unmasked attention on [B, L, heads, head_dim] tensors (scale 1/sqrt(head_dim)) in the dtype of
-    ``v`` (the rotary embedding hands q/k back in float32, the official kernels take the weight dtype)."""
+    ``v`` (the official kernels take the weight dtype; the self-attention's rotary embedding already
+    hands q/k back in it, rounded through float32 as the official float32 rotation then cast does)."""
     return wan_attention(q.to(v.dtype), k.to(v.dtype), v)
 
 
@@ -131,8 +133,10 @@ class SelfAttention(AttentionProjections):
     def forward(self, x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
         b, s = x.shape[:2]
         shape = (b, s, self.num_heads, self.head_dim)
-        q = apply_rope(self.norm_q(self.q(x)).view(shape), rotations)
-        k = apply_rope(self.norm_k(self.k(x)).view(shape), rotations)
+        # Rotated q/k come back in x's dtype (= v's: attention casts q and k to it), chunk by chunk:
+        # the same numbers as rotating to float32 and casting, without full-sequence float32/64 copies.
+        q = apply_rope(self.norm_q(self.q(x)).view(shape), rotations, dtype=x.dtype)
+        k = apply_rope(self.norm_k(self.k(x)).view(shape), rotations, dtype=x.dtype)
         v = self.v(x).view(shape)
         out = attention(q, k, v).type_as(x)
         return self.o(out.flatten(2))

@@ -14,7 +14,9 @@ Owns :class:`ExtensionTransformer` and its configuration. What sets it apart fro
 Precision follows the reference: in a float32 model everything is float32 apart from that rounding (the
 next layer norm then sees a bfloat16 tensor and returns bfloat16, as PyTorch's ``layer_norm`` keeps its
 input dtype). For a bfloat16 model :meth:`ExtensionTransformer.forward` runs under bfloat16 autocast like
-the reference, with the time embedding and modulation math in float32.
+the reference, with the time embedding and modulation math in float32. The float32 rotary product is
+taken over token chunks and stored straight in the attention dtype (bit-identical to rotating all
+tokens at once, then casting; :func:`models.wan.dit_blocks.apply_rope`).
 
 Imports torch, ``models.wan.attention`` and ``models.wan.dit_blocks``. Never imports PySide6 or ``app``.
 """
@@ -219,11 +221,14 @@ class SelfAttention(AttentionProjections):
     def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         b, s = x.shape[:2]
         shape = (b, s, self.num_heads, self.head_dim)
-        x = x.to(_weight_dtype(self.q))
-        q = apply_rope(self.norm_q(self.q(x)).view(shape), rope)
-        k = apply_rope(self.norm_k(self.k(x)).view(shape), rope)
+        dtype = _weight_dtype(self.q)
+        x = x.to(dtype)
+        # The rotation comes back in the attention dtype, chunk by chunk: the same numbers as rotating
+        # to float32 and letting _attention cast, without full-sequence float32 copies of q and k.
+        q = apply_rope(self.norm_q(self.q(x)).view(shape), rope, dtype=dtype)
+        k = apply_rope(self.norm_k(self.k(x)).view(shape), rope, dtype=dtype)
         v = self.v(x).view(shape)
-        return self.o(_attention(q, k, v, _weight_dtype(self.q)).flatten(2))
+        return self.o(_attention(q, k, v, dtype).flatten(2))
 
 
 class CrossAttention(SelfAttention):

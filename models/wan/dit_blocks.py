@@ -2,7 +2,8 @@
 (:mod:`models.extension.transformer`) and the avatar DiT (:mod:`models.avatar.transformer`).
 
 Owns the common config fields (:class:`WanDiTSizes`), the float64 sinusoidal timestep embedding, the 3-D rotary table, its per-token layout and its
-application, the attention projections, input embeddings and FFN as the official modules build them (under the official
+application (in token chunks of bounded size for long sequences, bit-identical to one piece; the R2V
+DiT's attention processor uses the same chunking), the attention projections, input embeddings and FFN as the official modules build them (under the official
 state-dict names, created in the official order so seeded tiny models keep their weights), and the
 final unpatchify. Only what the two models compute identically lives here: their RMS norms, layer
 norms, attention dtypes and modulation differ (see each module's docstring) and stay with them. The
@@ -105,20 +106,128 @@ def rope_multipliers(
     return torch.cat(pieces, dim=0)
 
 
-def apply_rope(x: torch.Tensor, multipliers: torch.Tensor) -> torch.Tensor:
-    """Rotate ``[B, L, heads, d]`` by :func:`rope_multipliers` output; returns float32.
+# The rotation runs over the token axis in chunks whose real-precision copy of the input is at most this
+# many bytes (6,553 tokens of a 5120-wide float64 q/k, 13,107 in float32). Each chunk briefly holds
+# that copy, the complex product of the same size and, for a float64 product going to a half dtype,
+# its float32 rounding: about 640 MiB at most, against 2 x 5.5 GiB for 144,000 tokens in one piece.
+ROPE_CHUNK_BYTES = 256 * 1024**2
+
+
+def rope_chunk_tokens(x: torch.Tensor, token_dim: int, real: torch.dtype) -> int:
+    """Tokens per chunk of :func:`rotate_in_chunks`: as many as keep one ``real`` copy of a chunk of
+    ``x`` within :data:`ROPE_CHUNK_BYTES` (at least one)."""
+    per_token = x.numel() // max(x.shape[token_dim], 1) * (torch.finfo(real).bits // 8)
+    return max(1, ROPE_CHUNK_BYTES // max(per_token, 1))
+
+
+def rotate_in_chunks(
+    x: torch.Tensor,
+    multipliers: torch.Tensor,
+    *,
+    token_dim: int,
+    real: torch.dtype,
+    out: torch.Tensor,
+    chunk_tokens: int,
+    round_to_float32: bool,
+    rotated_tokens: int | None = None,
+) -> torch.Tensor:
+    """Write the rotary product of ``x`` into ``out``, ``chunk_tokens`` tokens at a time.
+
+    Per element this is exactly ``view_as_real(view_as_complex(x.to(real)) * multipliers)`` stored in
+    ``out.dtype``; chunking the token axis changes which tensor an element sits in, not its arithmetic,
+    so the result is bit-identical to the one-piece product.
+
+    Args:
+        x: ``[..., tokens, ..., d]`` with the token axis at ``token_dim`` and (re, im) pairs on the last.
+        multipliers: complex, broadcastable against ``x``'s complex view, token axis aligned with
+            ``token_dim`` (counted from the right).
+        token_dim: the token axis of ``x`` (non-negative).
+        real: precision of the product (float32 or float64).
+        out: tensor of ``x``'s shape written in place (its dtype is the result's).
+        chunk_tokens: tokens per chunk.
+        round_to_float32: round a float64 product to float32 before storing it in a non-float32
+            ``out`` (our DiTs return float32 rotations that attention then casts: two roundings);
+            otherwise the product is cast to ``out.dtype`` directly (diffusers' ``type_as``).
+        rotated_tokens: tokens covered by ``multipliers``; the ones after them are copied unrotated
+            (through ``real``, as the product is). Default: all of them.
+
+    Returns:
+        ``out``.
+    """
+    length = x.shape[token_dim]
+    rotated_tokens = length if rotated_tokens is None else rotated_tokens
+    multiplier_dim = token_dim - (x.dim() - multipliers.dim())
+    double_rounding = round_to_float32 and real == torch.float64 and out.dtype != torch.float32
+
+    def store(start: int, values: torch.Tensor) -> None:
+        if double_rounding:
+            values = values.float()
+        out.narrow(token_dim, start, values.shape[token_dim]).copy_(values)
+
+    for start in range(0, length, chunk_tokens):
+        stop = min(start + chunk_tokens, length)
+        if start < rotated_tokens:
+            end = min(stop, rotated_tokens)
+            part = x.narrow(token_dim, start, end - start).to(real)
+            as_complex = torch.view_as_complex(part.unflatten(-1, (-1, 2)))
+            product = as_complex * multipliers.narrow(multiplier_dim, start, end - start)
+            store(start, torch.view_as_real(product).flatten(-2))
+            del part, as_complex, product
+        if stop > rotated_tokens:
+            first = max(start, rotated_tokens)
+            store(first, x.narrow(token_dim, first, stop - first).to(real))
+    return out
+
+
+def apply_rope(
+    x: torch.Tensor,
+    multipliers: torch.Tensor,
+    *,
+    dtype: torch.dtype = torch.float32,
+    chunk_tokens: int | None = None,
+) -> torch.Tensor:
+    """Rotate ``[B, L, heads, d]`` by :func:`rope_multipliers` output.
 
     The product is computed in the table's precision (float32 for complex64, float64 for
-    complex128). Tokens past the multipliers' length, if any, pass unrotated.
+    complex128) and rounded to float32. Tokens past the multipliers' length, if any, pass unrotated.
+
+    Long sequences are rotated in chunks of the token axis written into one preallocated result
+    (:data:`ROPE_CHUNK_BYTES` per chunk), so no full-sequence float32/float64 copy of ``x`` or of the
+    complex product ever exists; the numbers are bit-identical to the one-piece computation, which
+    short sequences (one chunk) still take unchanged.
+
+    Args:
+        x: queries or keys ``[B, L, heads, d]``.
+        multipliers: ``[tokens, 1, d/2]`` complex, ``tokens <= L``.
+        dtype: the result's dtype. The float32 rotation is cast to it chunk by chunk, which equals
+            ``apply_rope(x, multipliers).to(dtype)`` bit for bit without a float32 copy of the whole
+            result (callers pass the dtype their attention casts q and k to).
+        chunk_tokens: tokens per chunk (default: from :data:`ROPE_CHUNK_BYTES`; tests set it small).
+
+    Returns:
+        ``[B, L, heads, d]`` in ``dtype``.
     """
     b, length, heads, head_dim = x.shape
     tokens = multipliers.shape[0]
     real = torch.float64 if multipliers.dtype == torch.complex128 else torch.float32
-    as_complex = torch.view_as_complex(x[:, :tokens].to(real).reshape(b, tokens, heads, head_dim // 2, 2))
-    rotated = torch.view_as_real(as_complex * multipliers).flatten(3)
-    if tokens < length:
-        rotated = torch.cat([rotated, x[:, tokens:].to(real)], dim=1)
-    return rotated.float()
+    chunk = chunk_tokens or rope_chunk_tokens(x, 1, real)
+    if length <= chunk:
+        as_complex = torch.view_as_complex(x[:, :tokens].to(real).reshape(b, tokens, heads, head_dim // 2, 2))
+        rotated = torch.view_as_real(as_complex * multipliers).flatten(3)
+        if tokens < length:
+            rotated = torch.cat([rotated, x[:, tokens:].to(real)], dim=1)
+        return rotated.float().to(dtype)
+    out = torch.empty(x.shape, dtype=dtype, device=x.device)
+    return rotate_in_chunks(
+        x,
+        multipliers,
+        token_dim=1,
+        real=real,
+        out=out,
+        chunk_tokens=chunk,
+        round_to_float32=True,
+        rotated_tokens=tokens,
+    )
 
 
 class AttentionProjections(nn.Module):
