@@ -211,7 +211,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
-        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight
+        # The weight multiplies in place: the same products, one whole-sequence float32 copy fewer.
+        return (x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)).mul_(self.weight)
 
 
 class SelfAttention(AttentionProjections):
@@ -284,13 +285,21 @@ class ExtensionBlock(nn.Module):
         def per_frame(t: torch.Tensor) -> torch.Tensor:
             return t.unflatten(1, (frames, -1))
 
+        # Residual updates: ``x + y * gate`` as ``(y * gate) + x`` summed into the fresh product (float
+        # addition commutes, so the bits are the same) and each branch output dropped as soon as it is
+        # added: fewer whole-sequence float32 copies live at once.
         y = self.self_attn(
             _modulate(per_frame(_layer_norm(self.norm1, x)), scale1, shift1).flatten(1, 2), rope
         )
-        x = (per_frame(x).float() + per_frame(y).float() * gate1).flatten(1, 2)
+        gated = per_frame(y).float() * gate1
+        del y
+        x = gated.add_(per_frame(x).float()).flatten(1, 2)
+        del gated
         x = x + self.cross_attn(_layer_norm(self.norm3, x), context)
         y = self._ffn(_modulate(per_frame(_layer_norm(self.norm2, x)), scale2, shift2).flatten(1, 2))
-        x = (per_frame(x).float() + per_frame(y).float() * gate2).flatten(1, 2)
+        gated = per_frame(y).float() * gate2
+        del y
+        x = gated.add_(per_frame(x).float()).flatten(1, 2)
         return x.to(torch.bfloat16) if round_output else x
 
 
@@ -550,6 +559,7 @@ class ExtensionTransformer(nn.Module):
         text = self.text_embedding(context.to(weight.device))
 
         hidden = tokens
+        del tokens, embedded  # the blocks' input is all that is needed of them (a whole-sequence copy each)
         if self._offload is not None:
             hidden = self._offloaded_blocks(hidden, (e0, rope, text, round_output), between_blocks)
         else:
