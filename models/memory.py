@@ -109,12 +109,25 @@ class JobSize:
         return self.vae_params * 4
 
     def activation_bytes(self, ffn_chunk_tokens: int | None = None) -> int:
-        """Peak transformer activations of one forward: fp32 residual copies, q/k rotated in float64
-        (diffusers' Wan RoPE), and the FFN intermediate (chunked or not)."""
-        stream = self.tokens * self.dim * (4 * 3 + 8 * 2)
+        """Peak transformer activations of one forward, for whichever of the three DiTs runs the job.
+
+        Measured on an H200 (``bench/bench_full_size.py``, bf16, FFN unchunked; peak minus weights, in
+        bytes per element of the ``tokens x dim`` stream): R2V 22.5 (126,000 tokens), extension 21.1
+        (144,000), avatar 22.7 (75,600), with the rotary embedding applied in chunks and the
+        extension's norms and residual sums kept to few whole-sequence copies. A block's peak falls in
+        its attention part (float32 residual and normed input, q/k/v, the float32 q/k norms, the
+        attention output); the FFN part comes after those are gone. So the estimate is the larger of:
+
+        * attention: ``25`` bytes per element, the measurements plus a margin of 10 %;
+        * FFN: float32 residual (4), bfloat16 input (2), float32 modulated input (4) and output (2) per
+          element, plus the bfloat16 intermediate before and after the GELU (``2 x 2 x ffn_dim``) per
+          FFN token (all tokens, or one chunk). At the full width (ffn_dim 2.7 x dim) this stays below
+          the attention part even unchunked; chunking bounds it for wider FFNs.
+        """
+        attention = self.tokens * self.dim * 25
         ffn_tokens = min(self.tokens, ffn_chunk_tokens) if ffn_chunk_tokens else self.tokens
-        ffn = ffn_tokens * self.ffn_dim * 2 * 2
-        return stream + ffn
+        ffn = self.tokens * self.dim * 12 + ffn_tokens * self.ffn_dim * 2 * 2
+        return max(attention, ffn)
 
     def vae_decode_bytes(self, tiled: bool = False) -> int:
         """Peak of the causal decoder on one latent frame (float32 feature maps + 2-frame caches)."""

@@ -106,17 +106,18 @@ def test_job_size_counts_the_largest_forward_with_its_condition_latents(clip, tm
             Task.SINGLE_SHOT_EXTENSION, "480P", 10, 24, None,
             (Policy.PARK_IDLE, Policy.FP8_STORAGE, Policy.BLOCK_STREAMING),
         ),
-        # 720P single shot on 24 GB: its 144,000 tokens' activations leave no room for bf16 blocks.
+        # 720P single shot on 24 GB: bf16 blocks streamed too (estimated 19.2 GiB; the H200 measured
+        # 17.6 GiB for the transformer with bf16 blocks offloaded, see docs/performance.md).
         (
             Task.SINGLE_SHOT_EXTENSION, "720P", 5, 24, 64,
-            (Policy.PARK_IDLE, Policy.FP8_STORAGE, Policy.BLOCK_STREAMING, Policy.CHUNKED_FFN),
+            (Policy.PARK_IDLE, Policy.BLOCK_STREAMING, Policy.CHUNKED_FFN),
         ),
         # 40 GB: the bf16 transformer fits alone, so T5 and the transformer take turns on the device.
-        (Task.SHOT_SWITCHING_EXTENSION, "720P", 2, 40, None, (Policy.PARK_IDLE, Policy.CHUNKED_FFN)),
+        (Task.SHOT_SWITCHING_EXTENSION, "720P", 2, 40, None, (Policy.PARK_IDLE,)),
         # 12 GB: UMT5-XXL does not fit even alone and runs on the CPU.
         (
             Task.SHOT_SWITCHING_EXTENSION, "720P", 2, 12, 64,
-            (Policy.PARK_IDLE, Policy.BLOCK_STREAMING, Policy.CHUNKED_FFN, Policy.TEXT_ENCODER_ON_CPU),
+            (Policy.PARK_IDLE, Policy.BLOCK_STREAMING, Policy.TEXT_ENCODER_ON_CPU),
         ),
     ],
 )  # fmt: skip
