@@ -277,8 +277,10 @@ def pixels_to_model(frames: np.ndarray, device: torch.device | str = "cpu") -> t
 
 def model_to_pixels(video: torch.Tensor) -> np.ndarray:
     """float ``[1, 3, F, H, W]`` in [-1, 1] -> uint8 ``[F, H, W, 3]`` by truncation (official)."""
-    video = (video[0].float() / 2 + 0.5).clamp(0, 1)
-    return (video.permute(1, 2, 3, 0) * 255).to(torch.uint8).cpu().numpy()
+    # Element-wise, so the layout changes no value: the arithmetic runs on the decoder's contiguous
+    # [3, F, H, W] and only the uint8 result is put in frame order (at 720P: 57 instead of 92 ms a group).
+    video = (video[0].float() / 2 + 0.5).clamp_(0, 1)
+    return (video * 255).to(torch.uint8).permute(1, 2, 3, 0).contiguous().cpu().numpy()
 
 
 def prepare_request(request: ExtensionRequest, cache: InputCache | None = None) -> PreparedInput:
