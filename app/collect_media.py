@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.workers import track_thread
+from app.workers import cancellable_progress, start_worker_thread
 from core.collect_media import (
     IN_USE_NOTE,
     CollectCancelled,
@@ -100,18 +100,8 @@ class CollectWorker(QObject):
         self._last = -1
 
     def start_thread(self) -> QThread:
-        thread = QThread()
-        thread.setObjectName("collect-media")
-        self.thread = thread
-        self.moveToThread(thread)
-        thread.started.connect(self.run)
-        # quit() directly from the worker thread (as ExportWorker does): the main-thread slot that waits for
-        # the thread must not wait for a queued quit behind itself.
-        for signal in (self.finished, self.failed, self.cancelled):
-            signal.connect(thread.quit, Qt.ConnectionType.DirectConnection)
-        track_thread(thread)
-        thread.start(QThread.Priority.LowPriority)
-        return thread
+        self.thread = start_worker_thread(self, "collect-media")
+        return self.thread
 
     def wait(self, timeout_ms: int = 10000) -> bool:
         return True if self.thread is None else self.thread.wait(timeout_ms)
@@ -309,17 +299,11 @@ class MediaCollector(QObject):
         window = self.window
         copy, usage = self.copy_files, self.disk_usage  # read here: the worker thread never touches self
         worker = CollectWorker(plan, lambda *args: copy(*args, disk_usage=usage))
-        dialog = QProgressDialog(
-            f"Copying {len(plan.items)} file(s) into\n{plan.destination}", "Cancel", 0, 1000, window
+        # Cancel sets the worker's event, checked between chunks.
+        dialog = cancellable_progress(
+            window, "Collect Media", f"Copying {len(plan.items)} file(s) into\n{plan.destination}", 1000,
+            worker.cancel_event,
         )
-        dialog.setWindowTitle("Collect Media")
-        dialog.setWindowModality(Qt.WindowModality.WindowModal)
-        dialog.setMinimumDuration(0)
-        dialog.setAutoClose(False)
-        dialog.setAutoReset(False)
-        dialog.setValue(0)
-        # Not a queued slot on the worker: its thread is busy copying. The event is checked between chunks.
-        dialog.canceled.connect(worker.cancel_event.set)
         worker.progress_changed.connect(self._on_worker_progress_changed)
         worker.finished.connect(self._on_worker_finished)
         worker.failed.connect(self._on_worker_failed)

@@ -41,7 +41,7 @@ from app.timecode import format_timecode
 from app.timeline import QtTimelineView, TimelinePanel
 from app.undo import UndoController
 from app.viewer import FrameProvider, ViewerPanel
-from app.workers import ExportWorker, WorkerPool
+from app.workers import ExportWorker, WorkerPool, cancellable_progress
 from core.project import Project, TrackKind
 
 APP_NAME = "SkyReels Studio"
@@ -747,15 +747,7 @@ class MainWindow(QMainWindow):
             a = in_out[0] if in_out[0] is not None else 0
             b = in_out[1] if in_out[1] is not None else doc.project.end_frame
             span = f" (in {format_timecode(a, fps)} to out {format_timecode(b, fps)})"
-        dialog = QProgressDialog(f"Exporting {Path(path).name}{span}…", "Cancel", 0, 100, self)
-        dialog.setWindowTitle("Export")
-        dialog.setWindowModality(Qt.WindowModality.WindowModal)
-        dialog.setMinimumDuration(0)
-        dialog.setAutoClose(False)
-        dialog.setAutoReset(False)
-        dialog.setValue(0)
-        # Not worker.cancel: the worker's thread is busy rendering, a queued slot would never run.
-        dialog.canceled.connect(worker.cancel_event.set)
+        dialog = cancellable_progress(self, "Export", f"Exporting {Path(path).name}{span}…", 100, worker.cancel_event)
         worker.progress_changed.connect(self._on_export_progress_changed)
         worker.finished.connect(self._on_export_finished)
         worker.failed.connect(self._on_export_failed)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, Qt, QThread, QThreadPool, Signal, Slot
+from PySide6.QtWidgets import QProgressDialog, QWidget
 
 # Pools and threads the editor created (weak: a closed window's pool disappears), for leak checks in tests.
 _LIVE_POOLS: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
@@ -136,6 +137,38 @@ def live_threads() -> list[QThread]:
     return out
 
 
+def start_worker_thread(worker: Any, name: str) -> QThread:
+    """Move a one-job worker (a ``run`` slot; ``finished``, ``failed`` and ``cancelled`` signals) to a new
+    low-priority thread named ``name`` and start it; the thread quits when the job ends."""
+    thread = QThread()
+    thread.setObjectName(name)
+    worker.moveToThread(thread)
+    thread.started.connect(worker.run)
+    # quit() is thread-safe: call it directly from the worker thread as it finishes, so a main-thread
+    # slot that waits for the thread never waits for a queued quit behind itself.
+    for signal in (worker.finished, worker.failed, worker.cancelled):
+        signal.connect(thread.quit, Qt.ConnectionType.DirectConnection)
+    track_thread(thread)
+    thread.start(QThread.Priority.LowPriority)
+    return thread
+
+
+def cancellable_progress(
+    parent: QWidget, title: str, text: str, maximum: int, cancel: threading.Event
+) -> QProgressDialog:
+    """A window-modal progress dialog at 0 of ``maximum`` whose Cancel sets ``cancel`` (not a queued slot
+    on the worker: its thread is busy with the job, so the job checks the event as it goes)."""
+    dialog = QProgressDialog(text, "Cancel", 0, maximum, parent)
+    dialog.setWindowTitle(title)
+    dialog.setWindowModality(Qt.WindowModality.WindowModal)
+    dialog.setMinimumDuration(0)
+    dialog.setAutoClose(False)
+    dialog.setAutoReset(False)
+    dialog.setValue(0)
+    dialog.canceled.connect(cancel.set)
+    return dialog
+
+
 class ExportWorker(QObject):
     """Renders the timeline to a file on its own ``QThread``.
 
@@ -166,18 +199,8 @@ class ExportWorker(QObject):
         self.thread: QThread | None = None
 
     def start_thread(self) -> QThread:
-        thread = QThread()
-        thread.setObjectName("export")
-        self.thread = thread
-        self.moveToThread(thread)
-        thread.started.connect(self.run)
-        # quit() is thread-safe: call it directly from the worker thread as it finishes, so a main-thread
-        # slot that waits for the thread never waits for a queued quit behind itself.
-        for signal in (self.finished, self.failed, self.cancelled):
-            signal.connect(thread.quit, Qt.ConnectionType.DirectConnection)
-        track_thread(thread)
-        thread.start(QThread.Priority.LowPriority)
-        return thread
+        self.thread = start_worker_thread(self, "export")
+        return self.thread
 
     def cancel(self) -> None:
         self.cancel_event.set()
