@@ -300,10 +300,14 @@ class LocalBackend:
 
         return Path(resolve_for_pipeline(request.task, request.model or None))
 
-    def _pipeline(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    def _pipeline(self, key: tuple[Any, ...], plan: Any, build: Callable[[], Any], ctx: RunContext) -> Any:
+        """The loaded pipeline of ``key`` and memory ``plan`` (loaded by ``build`` unless it already is;
+        the load, minutes for the full-size models, is announced with the plan it carries out)."""
+        key = (*key, dataclasses.replace(plan, estimated_peak_bytes=0, reasons=()))
         if self._loaded is not None and self._loaded.key == key:
             return self._loaded.pipeline
         self.unload()  # one family at a time
+        ctx.status(loading_message(plan))
         pipeline = build()
         self._loaded = _Loaded(key, pipeline)
         return pipeline
@@ -361,9 +365,9 @@ class LocalBackend:
             if finished is None:
                 plan = self._memory_plan(request, device, dtype, job_size(r2v, images, buckets))
                 pipeline = self._pipeline(
-                    ("r2v", str(folder), str(device), dtype,
-                     dataclasses.replace(plan, estimated_peak_bytes=0, reasons=())),
+                    ("r2v", str(folder), str(device), dtype), plan,
                     lambda: load_pipeline(folder, device=device, dtype=dtype, plan=plan, bucket_tables=buckets),
+                    ctx,
                 )
                 frames = pipeline.generate(r2v, ctx, images=images).frames
             else:
@@ -384,10 +388,10 @@ class LocalBackend:
         plan = self._memory_plan(request, device, dtype, job_size(inputs))
         offload = request.offload or request.low_vram
         pipeline = self._pipeline(
-            ("extension", extension.mode, str(folder), str(device), dtype, offload, request.low_vram,
-             dataclasses.replace(plan, estimated_peak_bytes=0, reasons=())),
+            ("extension", extension.mode, str(folder), str(device), dtype, offload, request.low_vram), plan,
             lambda: ExtensionPipeline(load_components(folder, extension.mode, device=device, dtype=dtype,
                                                       offload=offload, low_vram=request.low_vram, plan=plan)),
+            ctx,
         )
         # Frames go to the output piece by piece (a 30 s extension never sits in memory); the pieces'
         # MP4s are joined by copying their packets, so no frame is encoded twice.
@@ -403,10 +407,19 @@ class LocalBackend:
         avatar, inputs = prepared
         plan = self._memory_plan(request, device, dtype, job_size(avatar, inputs, buckets))
         pipeline = self._pipeline(
-            ("avatar", str(folder), str(device), dtype, dataclasses.replace(plan, estimated_peak_bytes=0, reasons=())),
+            ("avatar", str(folder), str(device), dtype), plan,
             lambda: load_pipeline(folder, device=device, dtype=dtype, plan=plan, bucket_tables=buckets),
+            ctx,
         )
         return render_to_file(pipeline, avatar, request.output_path, ctx, inputs=inputs)
+
+
+def loading_message(plan: Any) -> str:
+    """The status shown while a pipeline loads: on a GPU, with how its memory plan places the models
+    (the plan's deciding reason: everything on the device, blocks streamed from host RAM, fp8 ...)."""
+    if not str(plan.device).startswith("cuda") or not plan.reasons:
+        return "loading the models"
+    return f"loading the models: {plan.reasons[-1]}"
 
 
 def _input_stamps(request: RenderRequest) -> tuple[Any, ...]:

@@ -9,9 +9,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.generation import PieceFinished, Progress, RenderCancelled, RenderRequest, RequestInvalid, Task
+from core.generation import (
+    PieceFinished,
+    Progress,
+    RenderCancelled,
+    RenderRequest,
+    RequestInvalid,
+    StatusMessage,
+    Task,
+)
 from main import cli
-from models.backend import LocalBackend, fingerprint
+from models.backend import LocalBackend, fingerprint, loading_message
+from models.memory import GIB, JobSize, plan_memory
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +58,22 @@ def test_render_writes_mp4_and_emits_events(tmp_path, refs, tiny_dir):
     steps = [e for e in events if isinstance(e, Progress)]
     assert [e.step for e in steps] == [1, 2]
     assert any(isinstance(e, PieceFinished) for e in events)
+
+
+def test_loading_the_models_is_announced_once_with_the_memory_plan(tmp_path, refs, tiny_dir):
+    backend = LocalBackend(tiny_dir=tiny_dir)
+
+    def statuses(seed: int) -> list[str]:
+        events = []
+        backend.render(_request(tmp_path / str(seed), refs, seed=seed), events.append, threading.Event())
+        return [e.text for e in events if isinstance(e, StatusMessage)]
+
+    assert statuses(1)[0] == "loading the models"
+    assert not any(text.startswith("loading") for text in statuses(2))  # the loaded pipeline is reused
+    # On a GPU the message says how the plan places the models.
+    plan = plan_memory(24 * GIB, JobSize.r2v(720, 1280, 121), device="cuda", host_free_bytes=64 * GIB)
+    assert loading_message(plan) == f"loading the models: {plan.reasons[-1]}"
+    assert "streamed" in loading_message(plan)
 
 
 def test_second_render_of_same_request_resumes_from_checkpoint(tmp_path, refs, tiny_dir):
