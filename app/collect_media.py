@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QStandardPaths, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
     QDialog,
@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import document
 from app.workers import cancellable_progress, start_worker_thread
 from core.collect_media import (
     IN_USE_NOTE,
@@ -50,19 +51,9 @@ from core.model_store import format_bytes
 from core.project import Project
 
 
-def untitled_media_root() -> Path:
-    """The shared ``untitled.media`` folder of untitled projects' renders.
-
-    The same folder as :meth:`app.render_controller.RenderController.media_root` gives an untitled project
-    (a test keeps the two in step); computed here so that collecting works without the render UI.
-    """
-    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppLocalDataLocation)
-    return Path(base or Path.home() / ".skyreels-studio") / "untitled.media"
-
-
 def untitled_files(project: Project) -> int:
     """How many of the project's media files are in ``untitled.media``."""
-    root = untitled_media_root().resolve()
+    root = document.untitled_media_dir().resolve()
     files = {Path(a.path).resolve() for a in project.assets}
     return sum(1 for f in files if root in f.parents)
 
@@ -265,7 +256,7 @@ class MediaCollector(QObject):
     def plan(self) -> CollectPlan:
         doc = self.window.doc
         jobs = doc.queue.jobs if getattr(doc, "queue", None) is not None else ()
-        return plan_collect(doc.project, doc.path, jobs, untitled_media_root())
+        return plan_collect(doc.project, doc.path, jobs, document.untitled_media_dir())
 
     def start(self) -> CollectWorker | None:
         """The action: returns the running worker, or None when nothing was started."""

@@ -58,11 +58,21 @@ def load(path: Path) -> Any:
     return _persistence().load_project(path)
 
 
-def untitled_autosave_dir() -> Path:
+def app_data_dir() -> Path:
+    """The app's own data folder (untitled autosaves, untitled renders)."""
     from PySide6.QtCore import QStandardPaths
 
     base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppLocalDataLocation)
-    return Path(base or Path.home() / ".skyreels-studio") / "autosave"
+    return Path(base or Path.home() / ".skyreels-studio")
+
+
+def untitled_autosave_dir() -> Path:
+    return app_data_dir() / "autosave"
+
+
+def untitled_media_dir() -> Path:
+    """``untitled.media``: renders and checkpoints of untitled projects (shared by them)."""
+    return app_data_dir() / "untitled.media"
 
 
 def _autosave_owner(path: Path | None) -> Path:

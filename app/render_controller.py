@@ -57,11 +57,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, QStandardPaths, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QImage
 
+from app import document
 from app.render_worker import RenderWorker
 from core import edits
+from core.collect_media import media_root
 from core.generation import (
     AudioRegion,
     GenerationRecipe,
@@ -244,11 +246,7 @@ class RenderController(QObject):
     def media_root(self) -> Path:
         """``<project>.media`` beside the project file (untitled: the app's data folder)."""
         path = getattr(self.doc, "path", None)
-        if path is not None:
-            path = Path(path)
-            return path.with_name(path.stem + ".media")
-        base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppLocalDataLocation)
-        return Path(base or Path.home() / ".skyreels-studio") / "untitled.media"
+        return media_root(path) if path is not None else document.untitled_media_dir()
 
     def _paths(self, job_id: str, label: str) -> tuple[str, str]:
         root = self.media_root()
@@ -778,8 +776,6 @@ class RenderController(QObject):
         doc = self.doc
         if doc is None or doc is not self._doc or self._closed:
             return  # (not ours: the window swapped documents and sync_document has not run yet)
-        from app import document
-
         path = getattr(doc, "path", None)
         try:
             if path is None:

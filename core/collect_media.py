@@ -236,19 +236,9 @@ def _is_under(path: Path, folder: Path) -> bool:
 
 
 def _job_paths(job: Job) -> list[str]:
-    request = job.request
-    paths = [
-        *request.reference_images,
-        request.input_video,
-        request.input_image,
-        request.input_audio,
-        request.output_path,
-    ]
-    excerpt: Any = request.extra.get("studio", {})
-    excerpt = excerpt.get("excerpt") if isinstance(excerpt, dict) else None
-    if isinstance(excerpt, dict):
-        paths.append(excerpt.get("source"))
-    return [p for p in paths if p]
+    from core.persistence import request_paths  # not at import: the app loads this module at start-up
+
+    return request_paths(job.request.to_json())
 
 
 def _looks_copied(candidate: Path, source_stat: os.stat_result) -> bool:
@@ -440,14 +430,10 @@ def _same_content(a: Path, b: Path, cancel: CancelToken | None) -> bool:
 
 
 def _fsync_folder(folder: Path) -> None:
-    if os.name == "nt":  # folders cannot be opened for fsync on Windows
-        return
+    from core.persistence import fsync_dir
+
     with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(folder)
 
 
 def _place(temp: Path, dest: Path) -> bool:

@@ -336,6 +336,19 @@ def _map_request_paths(job: dict[str, Any], convert: Callable[[str], str]) -> di
     return out
 
 
+def request_paths(request_data: dict[str, Any]) -> list[str]:
+    """Every path a render request (``RenderRequest.to_json()``) names: the fields the project file
+    stores relative to the project, so one list decides both."""
+    found: list[str] = []
+    _map_request_paths({"request": request_data}, lambda path: found.append(path) or path)
+    return found
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (nothing to do on Windows)."""
+    _fsync_dir(folder)
+
+
 # -- documents ---------------------------------------------------------------------------------
 
 

@@ -18,7 +18,8 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QPushButton
 
-from app.collect_media import CollectMediaDialog, untitled_media_root
+from app.collect_media import CollectMediaDialog
+from app.document import untitled_media_dir
 from core.collect_media import collect_files
 from tests.app.conftest import wait_idle
 from tests.fakes import FakeBackend
@@ -177,13 +178,13 @@ def test_untitled_renders_are_pointed_out_after_save_as_and_waiting_jobs_keep_th
 
     controller = attach_render_ui(window, lambda: FakeBackend(steps=2))
     controller.ask_resume = lambda jobs: False
-    assert controller.media_root() == untitled_media_root()  # both name the same untitled.media
+    assert controller.media_root() == untitled_media_dir()
     image = _import(qtbot, window, [footage["still"]])[0]
     with qtbot.waitSignal(controller.job_landed, timeout=20000):
         controller.shot_from_references([image], "a lighthouse", duration_s=1, start=0)
     wait_idle(qtbot, window)
     render = next(a for a in window.doc.project.assets if a.asset_id != image)
-    assert untitled_media_root().resolve() in Path(render.path).resolve().parents
+    assert untitled_media_dir().resolve() in Path(render.path).resolve().parents
     waiting = controller.shot_from_references([image], "a harbour", duration_s=1, start=48)
     controller.pause(waiting.job_id)  # waits in the queue with the still as its reference
 
