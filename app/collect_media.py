@@ -47,7 +47,7 @@ from core.collect_media import (
     plan_collect,
     relink_to_copies,
 )
-from core.model_store import format_bytes
+from core.model_store import existing_ancestor, format_bytes
 from core.project import Project
 
 
@@ -191,14 +191,11 @@ class CollectMediaDialog(QDialog):
 
 
 def _free_note(plan: CollectPlan) -> str:
-    for folder in (plan.destination, *plan.destination.parents):
-        if folder.exists():
-            try:
-                free = shutil.disk_usage(folder).free
-            except OSError:
-                return ""
-            return f" ({format_bytes(free)} free on that disk)"
-    return ""
+    try:
+        free = shutil.disk_usage(existing_ancestor(plan.destination)).free
+    except OSError:
+        return ""
+    return f" ({format_bytes(free)} free on that disk)"
 
 
 class MediaCollector(QObject):

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from core import edits
-from core.model_store import format_bytes
+from core.model_store import existing_ancestor, format_bytes
 from core.project import Asset, Project
 from core.render_queue import UNFINISHED, Job
 
@@ -388,19 +388,12 @@ class _Run:
         self.folders.clear()
 
 
-def _existing_parent(path: Path) -> Path:
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return candidate
-    return Path(path.anchor) if path.anchor else Path.cwd()
-
-
 def check_space(plan: CollectPlan, disk_usage: Callable[[str], Any] = shutil.disk_usage) -> None:
     """Raise :class:`NotEnoughSpace` when the copies would not fit on the destination's disk."""
     needed = plan.total_bytes
     if needed <= 0:
         return
-    where = _existing_parent(plan.destination)
+    where = existing_ancestor(plan.destination)
     free = int(disk_usage(os.fspath(where)).free)
     if needed + RESERVE_BYTES > free:
         raise NotEnoughSpace(

@@ -38,6 +38,7 @@ from core.model_store import (
     StoreConfig,
     check_folder,
     download_command,
+    existing_ancestor,
     expected_from_cache_blob,
     file_problem,
     find_repo,
@@ -422,13 +423,6 @@ def _unmet_requirements(repo: ModelRepo, task: Task, files: Sequence[RemoteFile]
     return unmet
 
 
-def _existing_ancestor(path: Path) -> Path:
-    path = path.expanduser().absolute()
-    while not path.exists() and path.parent != path:
-        path = path.parent
-    return path
-
-
 def _known_copies(search_folders: Iterable[Path], cache: Path) -> dict[str, Path]:
     """sha256 -> an existing file with that content (manifests of our folders, hub cache blob names)."""
     copies: dict[str, Path] = {}
@@ -594,7 +588,7 @@ def download(
             )
             if not in_blobs:  # a blob of an older snapshot is reused by hf_hub_download: no new bytes
                 needed += max(0, (f.size or 0) - source.partial_bytes(listing, f, target_dir, cache))
-    where = _existing_ancestor(target_dir if target_dir is not None else cache)
+    where = existing_ancestor(target_dir if target_dir is not None else cache)
     free = int(disk_usage(str(where)).free)
     headroom = int(needed * 0.02) + 50 * MB if needed else 0
     if needed + headroom > free:

@@ -53,6 +53,15 @@ def format_bytes(n: float | None) -> str:
     return f"{int(n)} B"
 
 
+def existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest existing parent: where to ask the disk's free space for something that
+    is about to be created."""
+    path = path.expanduser().absolute()
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
 def download_command(task: Task | str) -> str:
     return f"python main.py models download --task {Task(task).value}"
 

@@ -69,7 +69,7 @@ DISK_MARGIN_BYTES = 1024**3  # left free beside a render's files (the system, th
 def check_disk_space(request: RenderRequest, disk_usage: Callable[[str], Any] = shutil.disk_usage) -> None:
     """Refuse a render whose checkpoints and output would not fit the disk of its work folder
     (:class:`DiskFull`), before any model loads; what an earlier attempt left there counts as written."""
-    from core.model_store import format_bytes
+    from core.model_store import existing_ancestor, format_bytes
     from core.render_cleanup import folder_size
     from models.estimate import disk_bytes
 
@@ -78,9 +78,7 @@ def check_disk_space(request: RenderRequest, disk_usage: Callable[[str], Any] = 
         return
     work = Path(request.work_dir)
     needed = max(0, needed - (folder_size(work) if work.is_dir() else 0))
-    existing = next((p for p in (work, *work.parents) if p.exists()), None)
-    if existing is None:
-        return
+    existing = existing_ancestor(work)
     free = int(disk_usage(str(existing)).free)
     if free < needed + DISK_MARGIN_BYTES:
         raise DiskFull(
