@@ -13,7 +13,6 @@ not loaded yet, it answers without the memory part), so the dialog never stalls 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -153,11 +152,9 @@ def estimate(request: RenderRequest, calibration: Path | None = None) -> dict[st
         if torch.cuda.is_available():
             device_name = torch.cuda.get_device_name(0)
             free = free_device_memory("cuda")
-            job = JobSize(tokens=tokens, frame_height=height, frame_width=width, transformer_params=params)
+            job = JobSize(tokens=tokens, frame_height=height, frame_width=width, transformer_params=params,
+                          low_vram_tiles_vae=request.task not in _EXTENSIONS)  # as extension job_size
             plan = plan_memory(free, job, device="cuda", offload=request.offload, low_vram=request.low_vram)
-            if request.task in _EXTENSIONS and request.low_vram:
-                # The extension's official low-VRAM mode decodes untiled (models.extension.pipeline).
-                plan = dataclasses.replace(plan, tiled_vae=False)
             result.update(peak_bytes=plan.estimated_peak_bytes, available_bytes=free,
                           fits=free is None or plan.estimated_peak_bytes <= free)
             notes.append("plan: " + ", ".join(p.value for p in plan.policies))

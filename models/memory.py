@@ -79,6 +79,8 @@ class JobSize:
     ffn_dim: int = 13824
     num_layers: int = 40
     forwards_per_step: int = 1  # 3 with dual guidance
+    # Whether the model's official low-VRAM mode tiles the VAE decode (the extension's decodes untiled).
+    low_vram_tiles_vae: bool = True
 
     @classmethod
     def r2v(
@@ -221,7 +223,8 @@ def plan_memory(
         job: sizes of the models and the sequence.
         device: the compute device ("cuda", "cuda:1", "cpu", "mps").
         offload / low_vram: the official flags, honoured as minimums (``offload`` parks idle models;
-            ``low_vram`` adds fp8, block streaming and VAE tiling).
+            ``low_vram`` adds fp8, block streaming and, unless ``job.low_vram_tiles_vae`` is off, VAE
+            tiling).
         prefer_torchao: use torchao's float8 when fp8 is chosen (default: when it is installed).
         host_free_bytes: host RAM available (default: measured now; None: unknown). Streaming the blocks
             in bfloat16 needs the whole transformer, the parked text encoder and the VAE there.
@@ -285,7 +288,7 @@ def plan_memory(
         candidates = [c for c in candidates if c[0]]
         reasons.append("offload requested")
     if low_vram:
-        candidates = [c for c in candidates if c[1] and c[2] and c[3]]
+        candidates = [c for c in candidates if c[1] and c[2] and c[3] == job.low_vram_tiles_vae]
         reasons.append("low-VRAM mode requested")
     # A parked text encoder still needs the whole device for its one forward; when even that does not
     # fit (8-12 GB cards) it runs on the CPU: one 512-token forward, slow but bounded.

@@ -365,7 +365,7 @@ def job_size(prepared: PreparedInput, **sizes: Any) -> JobSize:
         tokens=latent_frames * per_frame,
         frame_height=prepared.height,
         frame_width=prepared.width,
-        **{"forwards_per_step": 1, **sizes},
+        **{"forwards_per_step": 1, "low_vram_tiles_vae": False, **sizes},
     )
 
 
@@ -539,9 +539,9 @@ def load_components(
         transformer.to(device)
     if plan is not None and plan.ffn_chunk_tokens:
         transformer.set_ffn_chunking(plan.ffn_chunk_tokens)
-    # The official low-VRAM mode decodes untiled, so the flag keeps doing that (the planner adds
-    # tiling to every low-VRAM plan, R2V's rule); a plan the memory asks for tiles the decode.
-    tiled = plan is not None and plan.tiled_vae and not low_vram
+    # The official low-VRAM mode decodes untiled: the planner knows (job_size's low_vram_tiles_vae), and so
+    # does the flag without a plan; a plan the memory asks for tiles the decode.
+    tiled = plan is not None and plan.tiled_vae
     vae = _load_vae(root / VAE_FILE, device, sizes.get("wan_vae"), tiled=tiled)
     text_encoder = _load_text_encoder(
         root, cpu if offload else device, text_dtype or dtype, sizes.get("wan_t5")

@@ -36,7 +36,7 @@ from models.extension.transformer import (
     Float8WeightLinear,
     full_size_state_dict,
 )
-from models.memory import GIB, MemoryPlan, Policy, plan_memory
+from models.memory import GIB, JobSize, MemoryPlan, Policy, plan_memory
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -266,8 +266,13 @@ def test_fp8_plan_stores_float8_blocks_and_stays_close(checkpoint, clip, residen
 
 def test_the_official_flags_force_what_they_forced(checkpoint, clip) -> None:
     # --low_vram: fp8 blocks uploaded one at a time, T5 offloaded, and (as the official code) an untiled
-    # decode, even under a plan that asks for tiling (the planner adds it to every low-VRAM plan).
-    low = _load(checkpoint, low_vram=True, plan=MemoryPlan(device="cpu", tiled_vae=True))
+    # decode: the plan the planner makes for it does not tile (R2V's low-VRAM plan does).
+    job = JobSize(tokens=2000, frame_height=64, frame_width=64, low_vram_tiles_vae=False)
+    low_plan = plan_memory(8 * GIB, job, device="cpu", low_vram=True, host_free_bytes=None)
+    assert low_plan.fp8 and low_plan.block_streaming and not low_plan.tiled_vae
+    assert plan_memory(8 * GIB, dataclasses.replace(job, low_vram_tiles_vae=True), device="cpu",
+                       low_vram=True, host_free_bytes=None).tiled_vae
+    low = _load(checkpoint, low_vram=True, plan=low_plan)
     assert _float8_layers(low) == 20 and low.transformer.block_offload == (CPU, CPU)
     assert low.offload_text_encoder and low.vae.tiling is None
     before = _load(checkpoint, low_vram=True)  # the flag alone: the behaviour before plans
